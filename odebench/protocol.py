@@ -111,6 +111,9 @@ class SolverPlugin:
         devices: supported entries of :data:`DEVICES`.
         fixed_step_methods: the subset of ``methods`` that take fixed steps (on the
             output grid unless ``step_size`` is given).
+        backend: the framework whose backend builds and trains models through this
+            plugin; defaults to ``framework``. scipy's plugin is ``numpy`` but trains torch
+            models through its black-box adjoint, so it sets ``"torch"``.
     """
 
     name: ClassVar[str] = ""
@@ -122,6 +125,12 @@ class SolverPlugin:
     grad_modes: ClassVar[tuple[str, ...]] = ()
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
+    backend: ClassVar[str] = ""
+
+    @classmethod
+    def backend_framework(cls) -> str:
+        """The framework of the backend that trains models through this plugin."""
+        return cls.backend or cls.framework
 
     # -- discovery -------------------------------------------------------------
     @classmethod

@@ -1,1 +1,1 @@
-"""odebench\x27s built-in solver plugins, installed as the package ``odebench_plugins``."""
+"""odebench's built-in solver plugins, installed as the package ``odebench_plugins``."""

@@ -74,6 +74,14 @@ class Trainer:
     compile_s: float | None = None
     n_traces: int | None = None
 
+    def reset(self) -> None:
+        """Restore the initial parameters and optimiser state, keeping compiled code.
+
+        The runner warms up on the trainer itself, then resets it, so a JAX step is
+        compiled once and training still starts from the shared initial weights.
+        """
+        raise NotImplementedError
+
     def to_batch(self, batch: Batch) -> Any:
         """Move a numpy batch into the framework and onto the device (untimed)."""
         raise NotImplementedError

@@ -1,0 +1,160 @@
+"""The torch backend: the MLP vector field from shared weights, and its trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from odebench.backends.base import Batch, InstrumentedPass, SolveFailed, Trainer
+from odebench.measure import NFECounter, saved_tensor_bytes
+from odebench.models import MLPSpec
+from odebench.protocol import SolverPlugin
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class MLPField(nn.Module):
+    """``f(t, y) = MLP(y)``: an autonomous vector field built from numpy weights.
+
+    Arguments:
+        spec: the model specification.
+        weights: ``[(W, b), ...]`` from :func:`odebench.models.mlp_weights`.
+        dtype, device: where the parameters live.
+    """
+
+    def __init__(self, spec: MLPSpec, weights, dtype=torch.float32, device="cpu"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (w, b) in enumerate(weights):
+            lin = nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.as_tensor(w))
+                lin.bias.copy_(torch.as_tensor(b))
+            layers.append(lin)
+            if i < len(weights) - 1:
+                layers.append(_ACTIVATIONS[spec.activation]())
+        self.net = nn.Sequential(*layers).to(dtype=dtype, device=device)
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+class CountingField(nn.Module):
+    """Wraps a vector field to count its evaluations and the VJPs through its output.
+
+    The wrapped module is a submodule, so ``parameters()`` (what adjoint methods
+    differentiate) are the same tensors; only the instrumented pass uses this wrapper,
+    never a timed one.
+    """
+
+    def __init__(self, inner: nn.Module, counter: NFECounter):
+        super().__init__()
+        self.inner = inner
+        self.counter = counter
+
+    def forward(self, t, y):
+        self.counter.call()
+        out = self.inner(t, y)
+        if out.requires_grad:
+            out.register_hook(self._on_grad)
+        return out
+
+    def _on_grad(self, grad):
+        self.counter.vjp()
+
+
+def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; valid: rmsprop, adam, sgd")
+
+
+class TorchTrainer(Trainer):
+    """Trains an :class:`MLPField` through a torch-framework plugin with MSE loss."""
+
+    def __init__(self, plugin: SolverPlugin, model_spec: MLPSpec, weights, *, method: str,
+                 rtol: float, atol: float, grad_mode: str, max_steps: int, lr: float,
+                 optimizer: str = "rmsprop", dtype: str = "float32", device: str = "cpu"):
+        self.plugin = plugin
+        self.dtype = DTYPES[dtype]
+        self.device = torch.device(device)
+        self._init = (model_spec, weights, optimizer, lr)
+        self.reset()
+        self.solve_kw = dict(method=method, rtol=rtol, atol=atol, grad_mode=grad_mode, max_steps=max_steps)
+        self._cuda = self.device.type == "cuda"
+
+    def reset(self) -> None:
+        spec, weights, optimizer, lr = self._init
+        self.field = MLPField(spec, weights, self.dtype, self.device)
+        self.opt = _optimizer(optimizer, self.field.parameters(), lr)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=self.dtype, device=self.device)
+
+    def to_batch(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        return self._tensor(batch.y0), self._tensor(batch.ts), self._tensor(batch.ys)
+
+    def _loss(self, field: nn.Module, batch) -> tuple[torch.Tensor, Any]:
+        y0, ts, ys = batch
+        sol = self.plugin.odeint(field, y0, ts, **self.solve_kw)
+        if not sol.ok:
+            raise SolveFailed(sol.status, sol.message)
+        return torch.mean((sol.ys - ys) ** 2), sol
+
+    def forward(self, batch):
+        return self._loss(self.field, batch)[0]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def loss_value(self, loss: torch.Tensor) -> float:
+        return float(loss.detach())
+
+    def sync(self) -> None:
+        if self._cuda:
+            torch.cuda.synchronize(self.device)
+
+    def instrumented(self, batch) -> InstrumentedPass:
+        counter = NFECounter()
+        counted = CountingField(self.field, counter)
+        with saved_tensor_bytes() as saved:
+            loss, sol = self._loss(counted, batch)
+        counter.phase = "bwd"
+        # Gradients only: the parameters are not updated by an instrumented pass.
+        grads = torch.autograd.grad(loss, list(self.field.parameters()), allow_unused=True)
+        del grads
+        return InstrumentedPass(loss=float(loss.detach()), nfe_fwd=counter.nfe_fwd,
+                                nfe_bwd=counter.nfe_bwd, n_vjp=counter.n_vjp,
+                                saved_bytes=saved["bytes"], stats=sol.stats)
+
+    def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
+        kw = dict(self.solve_kw, grad_mode=self.plugin.grad_modes[0])
+        with torch.no_grad():
+            sol = self.plugin.odeint(self.field, self._tensor(y0), self._tensor(ts), **kw)
+        if not sol.ok:
+            raise SolveFailed(sol.status, sol.message)
+        return sol.ys.detach().to("cpu", torch.float64).numpy()
+
+    def parameters_numpy(self) -> list[np.ndarray]:
+        return [p.detach().to("cpu", torch.float64).numpy() for p in self.field.parameters()]
+
+
+def make_trainer(plugin: SolverPlugin, model_spec: MLPSpec, weights, *, method: str, rtol: float,
+                 atol: float, grad_mode: str, max_steps: int, lr: float, optimizer: str = "rmsprop",
+                 dtype: str = "float32", device: str = "cpu") -> TorchTrainer:
+    """Build the torch trainer for one training case (see :class:`TorchTrainer`)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return TorchTrainer(plugin, model_spec, weights, method=method, rtol=rtol, atol=atol,
+                        grad_mode=grad_mode, max_steps=max_steps, lr=lr, optimizer=optimizer,
+                        dtype=dtype, device=device)

@@ -1,0 +1,212 @@
+"""The ``odebench`` command: run, list, report, env, data.
+
+User errors (a bad suite, filter, value or folder) print one line to stderr and exit 2,
+with no traceback; nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from odebench import __version__
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="a profile of the suite (e.g. quick, full); default: the base settings")
+    p.add_argument("--plugin", type=_csv, action="extend", help="only these plugins (comma-separated)")
+    p.add_argument("--method", type=_csv, action="extend", help="only these methods")
+    p.add_argument("--grad", type=_csv, action="extend", help="only these grad modes")
+    p.add_argument("--seed", type=_csv, action="extend", help="only these seeds")
+    p.add_argument("--device", type=_csv, action="extend", help="only these devices (cpu, cuda)")
+    p.add_argument("--repeats", type=int, help="timed repetitions per case (overrides measure.repeats)")
+    p.add_argument("--timeout", type=float, help="seconds per case (overrides measure.timeout_s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="odebench", description="Benchmark neural-ODE solvers and gradient methods.")
+    parser.add_argument("--version", action="version", version=f"odebench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a suite and write results/<suite>/<run-id>/")
+    run.add_argument("suite", nargs="?", help="a suite folder, e.g. suites/spiral (optional with --resume)")
+    _add_filters(run)
+    run.add_argument("--results", default="results", help="results root (default: results)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
+    run.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+
+    ls = sub.add_parser("list", help="list plugins (availability, methods, grad modes) and suites")
+    ls.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    rep = sub.add_parser("report", help="re-render report.md, results.csv and figures from records.jsonl")
+    rep.add_argument("run_dir", help="a run folder, e.g. results/spiral/20260101-120000")
+
+    env = sub.add_parser("env", help="print the environment that env.json records")
+    env.add_argument("--no-devices", action="store_true", help="do not import torch/jax to probe devices")
+    return parser
+
+
+def _load(args):
+    from odebench.suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(args.suite, args.profile)
+        if args.repeats is not None:
+            if args.repeats < 1:
+                raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+            suite.config["measure"]["repeats"] = args.repeats
+        if args.timeout is not None:
+            if args.timeout <= 0:
+                raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
+            suite.config["measure"]["timeout_s"] = args.timeout
+        seeds = None
+        if args.seed:
+            try:
+                seeds = [int(s) for s in args.seed]
+            except ValueError:
+                raise UsageError(f"--seed takes integers, got {','.join(args.seed)!r}") from None
+        cases = suite.cases(plugins=args.plugin, methods=args.method, grad_modes=args.grad, seeds=seeds,
+                            devices=args.device)
+    except SuiteError as exc:
+        raise UsageError(str(exc)) from None
+    _check_plugins(args.plugin or [])
+    return suite, cases
+
+
+def _check_plugins(names: list[str]) -> None:
+    from odebench import registry
+
+    for name in names:
+        try:
+            registry.entry(name)
+        except registry.UnknownPluginError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def cmd_run(args) -> int:
+    from odebench import registry, report, runner
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        info_path = run_dir / runner.RUN_INFO
+        if not info_path.is_file():
+            raise UsageError(f"--resume {args.resume!r}: not a run folder (no {runner.RUN_INFO})")
+        info = json.loads(info_path.read_text())
+        if args.suite and Path(args.suite).resolve() != Path(info["suite_path"]).resolve():
+            raise UsageError(f"--resume {args.resume!r} is a run of {info['suite_path']!r}, not {args.suite!r}")
+        f = info["filters"]
+        args.suite, args.profile = info["suite_path"], info["profile"]
+        args.plugin, args.method, args.grad = f.get("plugin"), f.get("method"), f.get("grad_mode")
+        args.seed, args.device = f.get("seed"), f.get("device")
+        args.repeats = info["overrides"].get("repeats", args.repeats)
+        args.timeout = info["overrides"].get("timeout_s", args.timeout)
+    elif not args.suite:
+        raise UsageError("odebench run: give a suite folder (e.g. suites/spiral) or --resume RUN_DIR")
+    suite, cases = _load(args)
+    if not cases:
+        raise UsageError("the filters leave no case to run")
+    spec = runner.RunSpec(
+        suite_path=str(Path(args.suite)), profile=suite.profile,
+        filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,
+                 "seed": args.seed, "device": args.device},
+        overrides={k: v for k, v in (("repeats", args.repeats), ("timeout_s", args.timeout)) if v is not None})
+    run_dir = Path(args.resume) if args.resume else runner.new_run_dir(Path(args.results), suite.name)
+    unavailable = sorted({c.plugin for c in cases if registry.entry(c.plugin).available()})
+    if not args.no_progress:
+        print(f"odebench: {suite.name} ({suite.profile}): {len(cases)} cases → {run_dir}", file=sys.stderr)
+        for name in unavailable:
+            print(f"odebench: plugin {name!r} {registry.entry(name).available()}", file=sys.stderr)
+    records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
+                         progress=not args.no_progress, argv=sys.argv)
+    path = report.render(run_dir)
+    print(report.summary(report.to_frame(records)).to_markdown(index=False))
+    print(f"\nreport: {path}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from odebench import registry
+    from odebench.suite import SuiteError, load_suite
+
+    plugins = registry.describe_all()
+    suites = []
+    root = Path(args.suites_dir)
+    for toml in sorted(root.glob("*/suite.toml")) if root.is_dir() else []:
+        try:
+            s = load_suite(toml.parent)
+            suites.append({"path": str(toml.parent), "name": s.name, "profiles": s.profiles,
+                           "description": s.config["suite"]["description"]})
+        except SuiteError as exc:
+            suites.append({"path": str(toml.parent), "name": toml.parent.name, "profiles": [],
+                           "description": f"INVALID: {exc}"})
+    if args.json:
+        print(json.dumps({"plugins": plugins, "suites": suites}, indent=2))
+        return 0
+    print("Plugins:")
+    for p in plugins:
+        state = "available" if not p["available"] else p["available"]
+        print(f"  {p['name']:<13} {p['framework'] or '?':<6} {p['version'] or '':<10} {state}")
+        if p["methods"]:
+            print(f"  {'':<13} methods: {', '.join(p['methods'])}")
+            print(f"  {'':<13} grad modes: {', '.join(p['grad_modes'])}; devices: {', '.join(p['devices'])}")
+    print("\nSuites:" if suites else f"\nNo suites under {root}/")
+    for s in suites:
+        print(f"  {s['path']:<18} profiles: {', '.join(s['profiles'])}\n  {'':<18} {s['description']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from odebench import report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records.jsonl").is_file():
+        raise UsageError(f"no records.jsonl in {args.run_dir!r}: give a folder made by `odebench run`")
+    path = report.render(run_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    from odebench.measure import environment
+
+    print(json.dumps(environment(probe_devices=not args.no_devices), indent=2))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_env}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``odebench`` script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: finished cases are kept; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Measurement primitives (DESIGN §4): timers, peak memory, NFE counters, saved bytes, env.
+
+Nothing here knows about suites or plugins; the runner and the trainers use these.
+torch is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- timing
+@contextlib.contextmanager
+def gc_off() -> Iterator[None]:
+    """Disable the garbage collector for a measured region (a collection is noise)."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[Any, float]:
+    """Run ``fn`` between two device syncs; return its result and the seconds it took.
+
+    ``sync`` runs before the start is read (so queued work is not billed to ``fn``) and
+    before the end is read (so asynchronous device work is).
+    """
+    sync()
+    t0 = time.perf_counter_ns()
+    out = fn()
+    sync()
+    return out, (time.perf_counter_ns() - t0) * 1e-9
+
+
+def summarize(values: list[float] | np.ndarray) -> dict[str, float]:
+    """Median, interquartile range and count of ``values`` (NaN-safe, empty-safe)."""
+    arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return {"median": float("nan"), "iqr": float("nan"), "n": 0}
+    q25, q50, q75 = np.percentile(arr, [25, 50, 75])
+    return {"median": float(q50), "iqr": float(q75 - q25), "n": int(arr.size)}
+
+
+# --------------------------------------------------------------------------- memory
+def _proc_status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakRSS:
+    """Peak resident set over a region, minus the resident set just before it.
+
+    On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` to the current
+    RSS, so the peak is that of the region alone. Elsewhere (or when the reset is not
+    permitted) it falls back to ``ru_maxrss``, the peak of the whole process, and says so
+    in :attr:`method`; run each case in a fresh process so that peak is still the case's.
+    """
+
+    def __init__(self) -> None:
+        self.baseline = 0
+        self.peak = 0
+        self.method = ""
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.method = "VmHWM"
+        except OSError:
+            self.method = "ru_maxrss"
+        self.baseline = self._rss_now()
+        return self
+
+    def _rss_now(self) -> int:
+        kb = _proc_status_kb("VmRSS")
+        if kb is not None:
+            return kb * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def __exit__(self, *exc: object) -> None:
+        kb = _proc_status_kb("VmHWM") if self.method == "VmHWM" else None
+        if kb is None:
+            self.method = "ru_maxrss"
+            # ru_maxrss is KiB on Linux, bytes on macOS.
+            scale = 1 if sys.platform == "darwin" else 1024
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        else:
+            self.peak = kb * 1024
+
+    @property
+    def delta(self) -> int:
+        """Bytes the region added at its peak (never negative)."""
+        return max(0, self.peak - self.baseline)
+
+
+@contextlib.contextmanager
+def saved_tensor_bytes() -> Iterator[dict[str, int]]:
+    """Count the bytes autograd saves for backward inside the ``with`` block (torch).
+
+    Each distinct storage is counted once, and leaf tensors that require grad (the
+    parameters) are left out: they exist whatever the solver does, so the count is what
+    the gradient method itself keeps alive. Deterministic, so CI can track it.
+
+    Yields:
+        A dict whose ``"bytes"`` and ``"tensors"`` are filled in as the block runs.
+    """
+    import torch
+
+    seen: set[int] = set()
+    out = {"bytes": 0, "tensors": 0}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.is_leaf and t.requires_grad:
+            return t
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key not in seen:
+            seen.add(key)
+            out["bytes"] += storage.nbytes()
+            out["tensors"] += 1
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield out
+
+
+# --------------------------------------------------------------------------- NFE
+@dataclass
+class NFECounter:
+    """Vector-field evaluations seen by the harness, split by phase.
+
+    ``phase`` is switched by the instrumented pass: ``"fwd"`` while the forward solve
+    runs, ``"bwd"`` during the backward pass. ``n_vjp`` counts vector-Jacobian products
+    through the vector field's output.
+    """
+
+    nfe_fwd: int = 0
+    nfe_bwd: int = 0
+    n_vjp: int = 0
+    phase: str = "fwd"
+
+    def call(self) -> None:
+        if self.phase == "fwd":
+            self.nfe_fwd += 1
+        else:
+            self.nfe_bwd += 1
+
+    def vjp(self, *_: Any) -> None:
+        self.n_vjp += 1
+
+    def reset(self) -> None:
+        self.nfe_fwd = self.nfe_bwd = self.n_vjp = 0
+        self.phase = "fwd"
+
+
+# --------------------------------------------------------------------------- environment
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(argv: list[str] | None = None, probe_devices: bool = True) -> dict[str, Any]:
+    """Library versions, Python, CPU, threads, devices and dtype flags, git commit, command.
+
+    Arguments:
+        argv: the command line to record (default ``sys.argv``).
+        probe_devices: import torch / jax (when installed) to report devices and flags.
+    """
+    from odebench import __version__
+
+    env: dict[str, Any] = {
+        "odebench": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "threads_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                   "XLA_FLAGS", "JAX_ENABLE_X64") if k in os.environ},
+        "git_commit": _git_commit(),
+        "command": " ".join(argv if argv is not None else sys.argv),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "libraries": {d: _version(d) for d in ("numpy", "scipy", "pandas", "torch", "torchdiffeq",
+                                               "jax", "jaxlib", "diffrax", "equinox", "optax")},
+    }
+    if probe_devices and env["libraries"]["torch"]:
+        import torch
+
+        env["torch"] = {
+            "threads": torch.get_num_threads(),
+            "cuda_available": torch.cuda.is_available(),
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cuda_version": torch.version.cuda,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        }
+    if probe_devices and env["libraries"]["jax"]:
+        import jax
+
+        env["jax"] = {
+            "devices": [str(d) for d in jax.devices()],
+            "x64": bool(jax.config.jax_enable_x64),
+        }
+    return env

@@ -1,0 +1,263 @@
+"""Runs a suite's cases and appends one record per case to ``records.jsonl``.
+
+The runner owns isolation, timeouts, failure capture and resumption:
+
+* every case runs in a fresh process (``measure.isolation = "process"``) so its peak
+  memory is its own and a timeout or crash is contained; ``"inline"`` runs in-process;
+* each finished case is appended to ``records.jsonl`` and flushed at once, so a run
+  killed at any moment keeps every case it finished, and ``resume`` runs only the rest;
+* unsupported combinations, unavailable plugins, solver failures, timeouts and crashes
+  are records with a status, never an aborted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from odebench import registry
+from odebench.protocol import Status
+from odebench.suite import Case, Suite
+
+RECORDS = "records.jsonl"
+RUN_INFO = "run.json"
+
+
+class RunError(ValueError):
+    """A run directory cannot be created or resumed (message is one line)."""
+
+
+@dataclass
+class RunSpec:
+    """What a run is: the suite, profile, filters and overrides (stored as ``run.json``)."""
+
+    suite_path: str
+    profile: str
+    filters: dict[str, list[Any] | None] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite_path": self.suite_path, "profile": self.profile, "filters": self.filters,
+                "overrides": self.overrides}
+
+
+def new_run_dir(results: Path, suite_name: str) -> Path:
+    """A fresh ``results/<suite>/<run-id>`` (run-id = UTC time, suffixed if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = results / suite_name
+    for i in range(1000):
+        candidate = base / (stamp if i == 0 else f"{stamp}-{i}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a run directory under {base}")
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every complete record of a run; a final line cut off by a kill is ignored."""
+    path = Path(run_dir) / RECORDS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a partial line written when the process was killed
+    return records
+
+
+def _repair(path: Path) -> None:
+    """Drop a trailing partial line so appends start on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data[: data.rfind(b"\n") + 1]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(keep)
+        os.replace(tmp, path)
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, default=_jsonable) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def _device_reason(device: str) -> str | None:
+    """Why a device cannot be used here, or None."""
+    if device == "cpu":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return f"device {device!r} needs torch to detect it"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device on this machine"
+    return None
+
+
+def _static_outcome(case: Case) -> dict[str, Any] | None:
+    """The record fields for a case that need not (or cannot) run: unavailable or unsupported."""
+    try:
+        e = registry.entry(case.plugin)
+    except registry.UnknownPluginError as exc:
+        return {"status": str(Status.UNAVAILABLE), "message": str(exc)}
+    reason = e.available()
+    if reason:
+        return {"status": str(Status.UNAVAILABLE), "message": reason}
+    cls = e.load()
+    why = cls.unsupported_reason(case.method, case.grad_mode, case.device) or _device_reason(case.device)
+    if why:
+        return {"status": str(Status.UNSUPPORTED), "message": why}
+    return None
+
+
+def _plugin_meta(name: str) -> dict[str, Any]:
+    try:
+        cls = registry.entry(name).load()
+    except registry.UnknownPluginError:
+        cls = None
+    if cls is None:
+        return {"framework": None, "plugin_version": None}
+    return {"framework": cls.framework, "plugin_version": cls.version()}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+
+
+def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: float) -> dict[str, Any]:
+    log_dir.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="odebench-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "record.json"
+        job.write_text(json.dumps({"case": case.to_dict(), "config": config}))
+        log = log_dir / f"{_safe(case.id)}.log"
+        with open(log, "w") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job), str(out)],
+                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
+        if out.exists():
+            return json.loads(out.read_text())
+        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+        if code == -signal.SIGKILL:
+            # Killed by someone else than us: on Linux that is almost always the OOM killer.
+            return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
+        return {"status": str(Status.ERROR),
+                "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
+
+
+def _run_inline(case: Case, config: dict[str, Any]) -> dict[str, Any]:
+    from odebench.worker import execute
+
+    return execute(case.to_dict(), config)
+
+
+class _Progress:
+    """tqdm on a terminal; one plain line per finished case otherwise (CI logs)."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.tty = sys.stderr.isatty()
+        self.enabled = enabled
+        self.total, self.done = total, done
+        self.bar = None
+        if enabled and self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+    def start(self, case: Case) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(case.id)
+
+    def finish(self, case: Case, record: dict[str, Any]) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(record["status"])
+            self.bar.update(1)
+        elif self.enabled:
+            took = record.get("case_wall_s")
+            extra = f" {took:.1f}s" if isinstance(took, float) else ""
+            msg = f" ({record['message']})" if record["status"] != "ok" and record.get("message") else ""
+            print(f"[{self.done}/{self.total}] {case.id}: {record['status']}{extra}{msg}", file=sys.stderr,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume: bool = False,
+        progress: bool = True, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run ``cases`` into ``run_dir`` and return all of the run's records.
+
+    Arguments:
+        suite: the loaded suite (its settings go to every case).
+        cases: the cases to run, in order.
+        run_dir: the run's folder; created by the caller (see :func:`new_run_dir`).
+        spec: what the run is, written to ``run.json`` (checked against it on resume).
+        resume: skip cases that already have a record in ``run_dir``.
+        progress: show progress on stderr.
+        argv: the command line for ``env.json``.
+    """
+    from odebench.measure import environment
+
+    run_dir = Path(run_dir)
+    info_path, rec_path = run_dir / RUN_INFO, run_dir / RECORDS
+    if resume:
+        if not info_path.exists():
+            raise RunError(f"{run_dir} is not an odebench run (no {RUN_INFO}); valid: a folder made by "
+                           "`odebench run`")
+        _repair(rec_path)
+    else:
+        info_path.write_text(json.dumps(spec.to_dict() | {"suite": suite.name,
+                                                          "cases": [c.id for c in cases]}, indent=2))
+        (run_dir / "env.json").write_text(json.dumps(environment(argv), indent=2))
+    done = {r["case_id"] for r in read_records(run_dir)}
+    todo = [c for c in cases if c.id not in done]
+    bar = _Progress(len(cases), len(cases) - len(todo), progress)
+    timeout = suite.config["measure"]["timeout_s"]
+    isolation = suite.config["measure"]["isolation"]
+    try:
+        for case in todo:
+            bar.start(case)
+            started = time.perf_counter()
+            outcome = _static_outcome(case)
+            if outcome is None:
+                if isolation == "process":
+                    outcome = _run_isolated(case, suite.config, run_dir / "logs", timeout)
+                else:
+                    outcome = _run_inline(case, suite.config)
+            outcome.setdefault("case_wall_s", time.perf_counter() - started)
+            record = case.to_dict() | _plugin_meta(case.plugin) | {"profile": suite.profile} | outcome
+            _append(rec_path, record)
+            bar.finish(case, record)
+    finally:
+        bar.close()
+    return read_records(run_dir)

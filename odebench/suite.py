@@ -1,0 +1,283 @@
+"""Suites: a folder with ``suite.toml`` → a validated :class:`Suite` → its :class:`Case` list.
+
+A suite says *what* to run: the problem, the model, the training and measurement
+settings, the matrix (plugin × method × grad mode × tolerances × seeds × devices) and
+named profiles that override any of those. Every key and value is checked against
+:data:`SCHEMA`; a mistake is a :class:`SuiteError` whose one-line message names the bad
+key or value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from odebench.protocol import DEVICES, FIXED_METHODS, GRAD_MODES, METHODS
+
+
+class SuiteError(ValueError):
+    """A suite file or a command-line filter is invalid (message is one line)."""
+
+
+# A field spec: (type, constraint). Constraint is a tuple of choices, "pos" (> 0),
+# "nonneg" (>= 0), or None. Lists are checked element-wise.
+_INT, _FLOAT, _STR, _BOOL = int, float, str, bool
+WORKLOADS = ("train",)
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+LOSSES = ("mse",)
+ISOLATION = ("process", "inline")
+DTYPES = ("float32", "float64")
+
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "suite": {"name": (_STR, None), "description": (_STR, None), "workload": (_STR, WORKLOADS),
+              "reference": (_STR, None), "default_profile": (_STR, None)},
+    "problem": {"name": (_STR, None), "params": (dict, None)},
+    "model": {"kind": (_STR, ("mlp",)), "sizes": ([_INT], "pos"), "activation": (_STR, None),
+              "weight_std": (_FLOAT, "nonneg"), "bias": (_FLOAT, None)},
+    "training": {"optimizer": (_STR, OPTIMIZERS), "lr": (_FLOAT, "pos"), "iterations": (_INT, "pos"),
+                 "batch_size": (_INT, "pos"), "batch_time": (_INT, "pos"), "loss": (_STR, LOSSES),
+                 "snapshots": ([_INT], "nonneg")},
+    "measure": {"warmup": (_INT, "nonneg"), "repeats": (_INT, "pos"), "timeout_s": (_FLOAT, "pos"),
+                "isolation": (_STR, ISOLATION), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES)},
+    "matrix": {"plugin": ([_STR], None), "method": ([_STR], METHODS), "grad_mode": ([_STR], GRAD_MODES),
+               "seed": ([_INT], "nonneg"), "device": ([_STR], DEVICES), "tolerances": ([dict], None)},
+    "paper": {"source": (_STR, None), "rows": ([dict], None)},
+}
+_REQUIRED = ("suite", "problem", "model", "training", "measure", "matrix")
+_TOL_KEYS = ("rtol", "atol")
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "suite": {"workload": "train", "description": "", "reference": "", "default_profile": ""},
+    "problem": {"params": {}},
+    "model": {"kind": "mlp", "activation": "tanh", "weight_std": 0.1, "bias": 0.0},
+    "training": {"optimizer": "rmsprop", "loss": "mse", "snapshots": []},
+    "measure": {"warmup": 1, "repeats": 1, "timeout_s": 1800.0, "isolation": "process",
+                "max_steps": 100_000, "dtype": "float32"},
+    "matrix": {"seed": [0], "device": ["cpu"], "tolerances": [{"rtol": 1e-7, "atol": 1e-9}]},
+    "paper": {"source": "", "rows": []},
+}
+
+
+def _choices(options) -> str:
+    return ", ".join(str(o) for o in options)
+
+
+def _check_value(where: str, value: Any, typ: Any, constraint: Any) -> Any:
+    if isinstance(typ, list):
+        if not isinstance(value, list) or (not value and where.startswith("matrix.")):
+            raise SuiteError(f"{where} must be a {'non-empty ' if where.startswith('matrix.') else ''}list, "
+                             f"got {value!r}")
+        return [_check_value(f"{where}[{i}]", v, typ[0], constraint) for i, v in enumerate(value)]
+    if typ is _FLOAT and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if typ is _INT and isinstance(value, bool) or not isinstance(value, typ):
+        raise SuiteError(f"{where} must be {typ.__name__}, got {value!r}")
+    if isinstance(constraint, tuple) and value not in constraint:
+        raise SuiteError(f"unknown value {value!r} for {where}; valid: {_choices(constraint)}")
+    if constraint == "pos" and not value > 0:
+        raise SuiteError(f"{where} must be positive, got {value!r}")
+    if constraint == "nonneg" and not value >= 0:
+        raise SuiteError(f"{where} must not be negative, got {value!r}")
+    return value
+
+
+def _check_section(name: str, section: Any, schema: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise SuiteError(f"[{name}] must be a table, got {section!r}")
+    out = {}
+    for key, value in section.items():
+        if key not in schema:
+            raise SuiteError(f"unknown key {key!r} in [{name}]; valid: {_choices(schema)}")
+        out[key] = _check_value(f"{name}.{key}", value, *schema[key])
+    return out
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of a suite's matrix: what a single record measures."""
+
+    suite: str
+    plugin: str
+    method: str
+    grad_mode: str
+    rtol: float | None
+    atol: float | None
+    seed: int
+    device: str
+
+    @property
+    def id(self) -> str:
+        tol = "" if self.rtol is None else f"/rtol={self.rtol:g},atol={self.atol:g}"
+        return f"{self.plugin}/{self.method}/{self.grad_mode}{tol}/seed={self.seed}/{self.device}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"case_id": self.id}
+
+
+@dataclass
+class Suite:
+    """A validated suite with one profile applied.
+
+    Attributes:
+        name, path, profile: where it came from.
+        config: the merged, validated settings, section by section.
+        profiles: the profile names the file defines.
+    """
+
+    name: str
+    path: Path
+    profile: str
+    config: dict[str, dict[str, Any]]
+    profiles: list[str] = field(default_factory=list)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.config[name]
+
+    def cases(self, *, plugins=None, methods=None, grad_modes=None, seeds=None, devices=None) -> list[Case]:
+        """The matrix, narrowed by the filters (each None or a list of values in the matrix).
+
+        Tolerances apply to adaptive methods only; a fixed-step method yields one case per
+        seed and device whatever the number of tolerance pairs.
+
+        Raises:
+            SuiteError: for a filter value that is not in the suite's matrix.
+        """
+        m = self.config["matrix"]
+        axes = {}
+        for key, chosen in (("plugin", plugins), ("method", methods), ("grad_mode", grad_modes),
+                            ("seed", seeds), ("device", devices)):
+            values = m[key]
+            if chosen:
+                for v in chosen:
+                    if v not in values:
+                        flag = {"grad_mode": "grad", "seed": "seed"}.get(key, key)
+                        raise SuiteError(f"--{flag} {v!r} is not in suite {self.name!r}'s matrix "
+                                         f"(profile {self.profile!r}); valid: {_choices(values)}")
+                values = [v for v in values if v in chosen]
+            axes[key] = values
+        out: list[Case] = []
+        seen: set[str] = set()
+        for plugin, method, grad, seed, device in itertools.product(
+                axes["plugin"], axes["method"], axes["grad_mode"], axes["seed"], axes["device"]):
+            tols = [(None, None)] if method in FIXED_METHODS else \
+                [(t["rtol"], t["atol"]) for t in m["tolerances"]]
+            for rtol, atol in tols:
+                case = Case(self.name, plugin, method, grad, rtol, atol, seed, device)
+                if case.id not in seen:
+                    seen.add(case.id)
+                    out.append(case)
+        return out
+
+
+def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    for key in raw:
+        if key not in SCHEMA:
+            raise SuiteError(f"unknown section [{key}] in {where}; valid: {_choices(list(SCHEMA))}")
+        _check_section(key, raw[key], SCHEMA[key])  # a typo is reported before a missing section
+    for key in _REQUIRED:
+        if key not in raw:
+            raise SuiteError(f"{where} has no [{key}] section")
+    config = {}
+    for name, schema in SCHEMA.items():
+        section = _merge(DEFAULTS.get(name, {}), raw.get(name, {}))
+        config[name] = _check_section(name, section, schema)
+    for i, tol in enumerate(config["matrix"]["tolerances"]):
+        for key in tol:
+            if key not in _TOL_KEYS:
+                raise SuiteError(f"unknown key {key!r} in matrix.tolerances[{i}]; valid: rtol, atol")
+        for key in _TOL_KEYS:
+            if key not in tol:
+                raise SuiteError(f"matrix.tolerances[{i}] has no {key!r}")
+            _check_value(f"matrix.tolerances[{i}].{key}", tol[key], _FLOAT, "pos")
+    if "name" not in config["suite"]:
+        raise SuiteError(f"{where}: [suite] has no 'name'")
+    _check_problem_and_model(config, where)
+    return config
+
+
+def _check_problem_and_model(config: dict[str, dict[str, Any]], where: str) -> None:
+    from odebench.models import ACTIVATIONS
+    from odebench.problems import PROBLEMS
+
+    prob = config["problem"]
+    if "name" not in prob:
+        raise SuiteError(f"{where}: [problem] has no 'name'; valid: {_choices(PROBLEMS)}")
+    if prob["name"] not in PROBLEMS:
+        raise SuiteError(f"unknown problem {prob['name']!r}; valid: {_choices(PROBLEMS)}")
+    fields = [f.name for f in dataclasses.fields(PROBLEMS[prob["name"]]) if not f.name.startswith("_")]
+    for key in prob["params"]:
+        if key not in fields:
+            raise SuiteError(f"unknown key {key!r} in problem.params for {prob['name']!r}; "
+                             f"valid: {_choices(fields)}")
+    if config["model"].get("activation") not in ACTIVATIONS:
+        raise SuiteError(f"unknown value {config['model'].get('activation')!r} for model.activation; "
+                         f"valid: {_choices(ACTIVATIONS)}")
+    if "sizes" not in config["model"]:
+        raise SuiteError(f"{where}: [model] has no 'sizes'")
+    train = config["training"]
+    for key in ("lr", "iterations", "batch_size", "batch_time"):
+        if key not in train:
+            raise SuiteError(f"{where}: [training] has no {key!r}")
+    for snap in train["snapshots"]:
+        if snap > train["iterations"]:
+            raise SuiteError(f"training.snapshots has {snap}, beyond training.iterations = "
+                             f"{train['iterations']}")
+
+
+def suite_file(path: str | Path) -> Path:
+    """``suite.toml`` of a suite folder (or the file itself).
+
+    Raises:
+        SuiteError: when neither exists.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "suite.toml"
+    if not p.is_file():
+        raise SuiteError(f"no suite at {str(path)!r}: expected a folder with suite.toml or a .toml file")
+    return p
+
+
+def load_suite(path: str | Path, profile: str | None = None) -> Suite:
+    """Read, merge the profile into, and validate a suite.
+
+    Arguments:
+        path: a suite folder (``suites/spiral``) or its ``suite.toml``.
+        profile: a profile name defined under ``[profiles.NAME]``; None (or "default")
+            uses the suite's ``default_profile`` if it names one, else the base settings.
+
+    Raises:
+        SuiteError: on a missing file, malformed TOML, or any invalid key or value.
+    """
+    file = suite_file(path)
+    try:
+        raw = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"malformed TOML in {file}: {exc}") from None
+    profiles = raw.pop("profiles", {})
+    if not isinstance(profiles, dict):
+        raise SuiteError(f"[profiles] in {file} must be a table of profile tables")
+    base = _validate(raw, str(file))  # the base must be valid on its own
+    chosen = profile or base["suite"]["default_profile"] or "default"
+    if chosen != "default":
+        if chosen not in profiles:
+            raise SuiteError(f"unknown profile {chosen!r} for suite {base['suite']['name']!r}; "
+                             f"valid: {_choices(['default', *profiles])}")
+        raw = _merge(raw, profiles[chosen])
+    config = _validate(raw, f"{file} (profile {chosen!r})")
+    return Suite(config["suite"]["name"], file.parent, chosen, config, ["default", *profiles])

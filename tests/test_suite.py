@@ -1,0 +1,90 @@
+"""Suite loading and validation: every mistake is one line naming the bad value and the choices."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, write_suite
+
+from odebench.suite import SuiteError, load_suite
+
+
+def test_spiral_suite_is_the_papers_setting():
+    suite = load_suite(ROOT / "suites" / "spiral")
+    cfg = suite.config
+    assert suite.profile == "default"
+    assert cfg["problem"]["params"]["A"] == [[-0.1, 2.0], [-2.0, -0.1]]
+    assert cfg["problem"]["params"]["n_points"] == 500 and cfg["problem"]["params"]["t1"] == 25.0
+    assert cfg["model"]["sizes"] == [2, 50, 2] and cfg["model"]["activation"] == "tanh"
+    assert cfg["training"]["optimizer"] == "rmsprop" and cfg["training"]["lr"] == 1e-3
+    assert (cfg["training"]["iterations"], cfg["training"]["batch_size"], cfg["training"]["batch_time"]) == (150, 16, 10)
+    assert cfg["training"]["snapshots"] == [0, 50, 100, 150]
+    assert cfg["matrix"]["method"] == ["euler", "rk4", "dopri5"]
+    assert cfg["matrix"]["tolerances"] == [{"rtol": 1e-7, "atol": 1e-9}]
+    assert load_suite(ROOT / "suites" / "spiral", "full").config["matrix"]["seed"] == [0, 1, 2]
+
+
+def test_fixed_step_methods_ignore_tolerances(tmp_path):
+    suite = load_suite(write_suite(tmp_path, methods=("euler", "dopri5")))
+    ids = [c.id for c in suite.cases()]
+    assert "torchdiffeq/euler/backprop/seed=0/cpu" in ids
+    assert "torchdiffeq/dopri5/adjoint/rtol=1e-05,atol=1e-07/seed=0/cpu" in ids
+    assert len(ids) == len(set(ids)) == 4
+
+
+def test_profile_overrides_and_filters(tmp_path):
+    suite = load_suite(write_suite(tmp_path), "quick")
+    assert suite.config["training"]["iterations"] == 2
+    cases = suite.cases(methods=["rk4"], grad_modes=["adjoint"])
+    assert [c.id for c in cases] == ["torchdiffeq/rk4/adjoint/seed=0/cpu"]
+
+
+BAD = [
+    ("[suite]\nname='x'\nbogus=1\n", "unknown key 'bogus' in [suite]; valid: name"),
+    ("[nonsense]\n", "unknown section [nonsense]"),
+    ("[suite\nname=", "malformed TOML"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BAD)
+def test_structural_errors(tmp_path, text, expected):
+    write_suite(tmp_path, text=text)
+    with pytest.raises(SuiteError) as err:
+        load_suite(tmp_path)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('method = ["euler", "rk4"]', 'method = ["euler", "rk5"]',
+     "unknown value 'rk5' for matrix.method[1]; valid: euler, midpoint"),
+    ('grad_mode = ["backprop", "adjoint"]', 'grad_mode = ["magic"]',
+     "unknown value 'magic' for matrix.grad_mode[0]; valid: backprop, adjoint, adjoint-seminorm, checkpoint"),
+    ("rtol = 1e-5", "rtol = -1e-5", "matrix.tolerances[0].rtol must be positive, got -1e-05"),
+    ("lr = 1e-3", "lr = 0", "training.lr must be positive, got 0.0"),
+    ('name = "linear_spiral"', 'name = "lorenz96"', "unknown problem 'lorenz96'; valid: linear_spiral"),
+    ("n_points = 60", "npoints = 60", "unknown key 'npoints' in problem.params for 'linear_spiral'; valid: A, y0"),
+    ("iterations = 3", 'iterations = "3"', "training.iterations must be int, got '3'"),
+    ("sizes = [2, 8, 2]", "sizes = [2, 8, 2]\nactivation = 'gelu'", "unknown value 'gelu' for model.activation"),
+])
+def test_value_errors_name_the_value_and_choices(tmp_path, old, new, expected):
+    folder = write_suite(tmp_path)
+    toml = folder / "suite.toml"
+    assert old in toml.read_text()
+    toml.write_text(toml.read_text().replace(old, new, 1))
+    with pytest.raises(SuiteError) as err:
+        load_suite(folder)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_profile_and_filter_list_the_choices(tmp_path):
+    folder = write_suite(tmp_path)
+    with pytest.raises(SuiteError, match=r"unknown profile 'fast' for suite 'mini'; valid: default, quick"):
+        load_suite(folder, "fast")
+    with pytest.raises(SuiteError, match=r"--method 'dopri5' is not in suite 'mini'.*valid: euler, rk4"):
+        load_suite(folder).cases(methods=["dopri5"])
+
+
+def test_missing_suite_folder(tmp_path):
+    with pytest.raises(SuiteError, match="no suite at"):
+        load_suite(tmp_path / "nowhere")
