@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render report.md, results.csv and figures from records.jsonl")
     rep.add_argument("run_dir", help="a run folder, e.g. results/spiral/20260101-120000")
 
+    data = sub.add_parser("data", help="check (or fetch) a dataset: where it is and whether it verifies")
+    data.add_argument("dataset", choices=["mnist"], help="the dataset")
+    data.add_argument("--data-dir", help="folder with the files (default: $ODEBENCH_DATA, then the user cache)")
+    data.add_argument("--fetch", action="store_true", help="download missing files (checksums verified)")
+
     env = sub.add_parser("env", help="print the environment that env.json records")
     env.add_argument("--no-devices", action="store_true", help="do not import torch/jax to probe devices")
     return parser
@@ -191,7 +196,19 @@ def cmd_env(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_env}
+def cmd_data(args) -> int:
+    from odebench.data import MNISTError, fetch_mnist, mnist_status
+
+    try:
+        if args.fetch:
+            fetch_mnist(args.data_dir)
+        print(mnist_status(args.data_dir))
+    except MNISTError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_env, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

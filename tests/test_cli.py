@@ -94,3 +94,15 @@ def test_spiral_suite_runs_end_to_end(cli, tmp_path):
         assert r["nfe_bwd"] == (0 if r["grad_mode"] == "backprop" else 36)
         assert r["final_mse"] > 0 and r["peak_rss_bytes"] >= 0 and r["train_s"] > 0
     assert "| torchdiffeq | rk4" in out.stdout
+
+
+def test_data_mnist_reports_verified_files_or_a_one_line_error(cli, tmp_path):
+    _one_line_error(cli("data", "mnist", "--data-dir", str(tmp_path)), "MNIST files not found")
+    shared = ROOT.parent / "shared" / "data" / "mnist"
+    import os
+
+    folder = os.environ.get("ODEBENCH_DATA") or (str(shared) if shared.is_dir() else None)
+    if folder:
+        out = cli("data", "mnist", "--data-dir", folder)
+        assert out.returncode == 0, out.stderr
+        assert "verified: 60000 train + 10000 test examples" in out.stdout
