@@ -29,7 +29,7 @@ FRAMEWORKS = ("torch", "jax", "numpy")
 DEVICES = ("cpu", "cuda")
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Outcome of one solve or one benchmark case. Stored as its string value."""
 
     OK = "ok"
@@ -42,9 +42,6 @@ class Status(str, enum.Enum):
     TIMEOUT = "timeout"
     OOM = "oom"
     ERROR = "error"
-
-    def __str__(self) -> str:  # so f-strings and CSVs show "ok", not "Status.OK"
-        return self.value
 
 
 @dataclass

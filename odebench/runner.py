@@ -255,7 +255,8 @@ def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume
                 else:
                     outcome = _run_inline(case, suite.config)
             outcome.setdefault("case_wall_s", time.perf_counter() - started)
-            record = case.to_dict() | _plugin_meta(case.plugin) | {"profile": suite.profile} | outcome
+            record = (case.to_dict() | _plugin_meta(case.plugin)
+                      | {"workload": suite.config["suite"]["workload"], "profile": suite.profile} | outcome)
             _append(rec_path, record)
             bar.finish(case, record)
     finally:

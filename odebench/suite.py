@@ -3,7 +3,7 @@
 A suite says *what* to run: the problem, the model, the training and measurement
 settings, the matrix (plugin × method × grad mode × tolerances × seeds × devices) and
 named profiles that override any of those. Every key and value is checked against
-:data:`SCHEMA`; a mistake is a :class:`SuiteError` whose one-line message names the bad
+:data:`COMMON_SCHEMA` plus its workload's sections; a mistake is a :class:`SuiteError` whose one-line message names the bad
 key or value and the valid choices.
 """
 
@@ -27,37 +27,29 @@ class SuiteError(ValueError):
 # A field spec: (type, constraint). Constraint is a tuple of choices, "pos" (> 0),
 # "nonneg" (>= 0), or None. Lists are checked element-wise.
 _INT, _FLOAT, _STR, _BOOL = int, float, str, bool
-WORKLOADS = ("train",)
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
-LOSSES = ("mse",)
 ISOLATION = ("process", "inline")
 DTYPES = ("float32", "float64")
 
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
-    "suite": {"name": (_STR, None), "description": (_STR, None), "workload": (_STR, WORKLOADS),
+#: Sections every suite has, whatever its workload. A workload (see
+#: :mod:`odebench.workloads`) adds its own sections and matrix axes.
+COMMON_SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "suite": {"name": (_STR, None), "description": (_STR, None), "workload": (_STR, None),
               "reference": (_STR, None), "default_profile": (_STR, None)},
-    "problem": {"name": (_STR, None), "params": (dict, None)},
-    "model": {"kind": (_STR, ("mlp",)), "sizes": ([_INT], "pos"), "activation": (_STR, None),
-              "weight_std": (_FLOAT, "nonneg"), "bias": (_FLOAT, None)},
-    "training": {"optimizer": (_STR, OPTIMIZERS), "lr": (_FLOAT, "pos"), "iterations": (_INT, "pos"),
-                 "batch_size": (_INT, "pos"), "batch_time": (_INT, "pos"), "loss": (_STR, LOSSES),
-                 "snapshots": ([_INT], "nonneg")},
     "measure": {"warmup": (_INT, "nonneg"), "repeats": (_INT, "pos"), "timeout_s": (_FLOAT, "pos"),
-                "isolation": (_STR, ISOLATION), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES)},
+                "isolation": (_STR, ISOLATION), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES),
+                "threads": (_INT, "nonneg")},
     "matrix": {"plugin": ([_STR], None), "method": ([_STR], METHODS), "grad_mode": ([_STR], GRAD_MODES),
                "seed": ([_INT], "nonneg"), "device": ([_STR], DEVICES), "tolerances": ([dict], None)},
     "paper": {"source": (_STR, None), "rows": ([dict], None)},
 }
-_REQUIRED = ("suite", "problem", "model", "training", "measure", "matrix")
+_COMMON_REQUIRED = ("suite", "measure", "matrix")
 _TOL_KEYS = ("rtol", "atol")
 
-DEFAULTS: dict[str, dict[str, Any]] = {
+COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "suite": {"workload": "train", "description": "", "reference": "", "default_profile": ""},
-    "problem": {"params": {}},
-    "model": {"kind": "mlp", "activation": "tanh", "weight_std": 0.1, "bias": 0.0},
-    "training": {"optimizer": "rmsprop", "loss": "mse", "snapshots": []},
+    # threads = 0 leaves the frameworks' own thread settings alone.
     "measure": {"warmup": 1, "repeats": 1, "timeout_s": 1800.0, "isolation": "process",
-                "max_steps": 100_000, "dtype": "float32"},
+                "max_steps": 100_000, "dtype": "float32", "threads": 0},
     "matrix": {"seed": [0], "device": ["cpu"], "tolerances": [{"rtol": 1e-7, "atol": 1e-9}]},
     "paper": {"source": "", "rows": []},
 }
@@ -119,14 +111,18 @@ class Case:
     atol: float | None
     seed: int
     device: str
+    axes: tuple[tuple[str, Any], ...] = ()  # the workload's own matrix axes, e.g. (("model", "odenet"),)
 
     @property
     def id(self) -> str:
         tol = "" if self.rtol is None else f"/rtol={self.rtol:g},atol={self.atol:g}"
-        return f"{self.plugin}/{self.method}/{self.grad_mode}{tol}/seed={self.seed}/{self.device}"
+        extra = "".join(f"/{k}={v}" for k, v in self.axes)
+        return f"{self.plugin}/{self.method}/{self.grad_mode}{tol}{extra}/seed={self.seed}/{self.device}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"case_id": self.id}
+        out = dataclasses.asdict(self)
+        del out["axes"]
+        return out | dict(self.axes) | {"case_id": self.id}
 
 
 @dataclass
@@ -145,6 +141,13 @@ class Suite:
     config: dict[str, dict[str, Any]]
     profiles: list[str] = field(default_factory=list)
 
+    @property
+    def workload(self):
+        """The workload module that runs this suite's cases."""
+        from odebench.workloads import get_workload
+
+        return get_workload(self.config["suite"]["workload"])
+
     def section(self, name: str) -> dict[str, Any]:
         return self.config[name]
 
@@ -158,6 +161,7 @@ class Suite:
             SuiteError: for a filter value that is not in the suite's matrix.
         """
         m = self.config["matrix"]
+        extra_axes = list(self.workload.AXES)
         axes = {}
         for key, chosen in (("plugin", plugins), ("method", methods), ("grad_mode", grad_modes),
                             ("seed", seeds), ("device", devices)):
@@ -172,30 +176,55 @@ class Suite:
             axes[key] = values
         out: list[Case] = []
         seen: set[str] = set()
-        for plugin, method, grad, seed, device in itertools.product(
-                axes["plugin"], axes["method"], axes["grad_mode"], axes["seed"], axes["device"]):
+        extra_values = [m[a] for a in extra_axes]
+        for plugin, method, grad, seed, device, *extra in itertools.product(
+                axes["plugin"], axes["method"], axes["grad_mode"], axes["seed"], axes["device"], *extra_values):
             tols = [(None, None)] if method in FIXED_METHODS else \
                 [(t["rtol"], t["atol"]) for t in m["tolerances"]]
             for rtol, atol in tols:
-                case = Case(self.name, plugin, method, grad, rtol, atol, seed, device)
+                case = Case(self.name, plugin, method, grad, rtol, atol, seed, device,
+                            tuple(zip(extra_axes, extra)))
                 if case.id not in seen:
                     seen.add(case.id)
                     out.append(case)
         return out
 
 
+def schema_for(workload_name: str) -> tuple[dict, dict, tuple[str, ...]]:
+    """The schema, defaults and required sections of a suite of this workload.
+
+    Raises:
+        SuiteError: for an unknown workload (lists the valid ones).
+    """
+    from odebench.workloads import WORKLOADS, get_workload
+
+    if workload_name not in WORKLOADS:
+        raise SuiteError(f"unknown value {workload_name!r} for suite.workload; valid: {_choices(WORKLOADS)}")
+    w = get_workload(workload_name)
+    schema = {k: dict(v) for k, v in COMMON_SCHEMA.items()} | w.SECTIONS
+    schema["matrix"] = schema["matrix"] | w.AXES
+    defaults = {k: dict(v) for k, v in COMMON_DEFAULTS.items()} | w.DEFAULTS
+    return schema, defaults, _COMMON_REQUIRED + tuple(w.REQUIRED)
+
+
 def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    suite_section = raw.get("suite", {})
+    workload = suite_section.get("workload", "train") if isinstance(suite_section, dict) else "train"
+    schema_all, defaults, required = schema_for(workload)
     for key in raw:
-        if key not in SCHEMA:
-            raise SuiteError(f"unknown section [{key}] in {where}; valid: {_choices(list(SCHEMA))}")
-        _check_section(key, raw[key], SCHEMA[key])  # a typo is reported before a missing section
-    for key in _REQUIRED:
+        if key not in schema_all:
+            raise SuiteError(f"unknown section [{key}] in {where}; valid: {_choices(list(schema_all))}")
+        _check_section(key, raw[key], schema_all[key])  # a typo is reported before a missing section
+    for key in required:
         if key not in raw:
             raise SuiteError(f"{where} has no [{key}] section")
     config = {}
-    for name, schema in SCHEMA.items():
-        section = _merge(DEFAULTS.get(name, {}), raw.get(name, {}))
+    for name, schema in schema_all.items():
+        section = _merge(defaults.get(name, {}), raw.get(name, {}))
         config[name] = _check_section(name, section, schema)
+    for axis in get_workload_axes(workload):
+        if axis not in config["matrix"]:
+            raise SuiteError(f"{where}: [matrix] has no {axis!r} (the {workload} workload needs it)")
     for i, tol in enumerate(config["matrix"]["tolerances"]):
         for key in tol:
             if key not in _TOL_KEYS:
@@ -206,11 +235,20 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
             _check_value(f"matrix.tolerances[{i}].{key}", tol[key], _FLOAT, "pos")
     if "name" not in config["suite"]:
         raise SuiteError(f"{where}: [suite] has no 'name'")
-    _check_problem_and_model(config, where)
+    from odebench.workloads import get_workload
+
+    get_workload(workload).validate(config, where)
     return config
 
 
-def _check_problem_and_model(config: dict[str, dict[str, Any]], where: str) -> None:
+def get_workload_axes(workload: str) -> list[str]:
+    from odebench.workloads import get_workload
+
+    return list(get_workload(workload).AXES)
+
+
+def check_problem_and_model(config: dict[str, dict[str, Any]], where: str) -> None:
+    """Cross-checks of the ``train`` workload: problem name and params, model, training."""
     from odebench.models import ACTIVATIONS
     from odebench.problems import PROBLEMS
 

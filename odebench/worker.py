@@ -22,12 +22,14 @@ def execute(case: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         plugin = registry.get_plugin(case["plugin"])
     except Exception as exc:  # noqa: BLE001 - reported as a row
         return {"status": str(Status.UNAVAILABLE), "message": str(exc)}
-    workload = config["suite"]["workload"]
-    if workload == "train":
-        from odebench.training import run_training
+    threads = config["measure"].get("threads", 0)
+    if threads and plugin.backend_framework() == "torch":
+        import torch
 
-        return run_training(case, config, plugin)
-    return {"status": str(Status.ERROR), "message": f"unknown workload {workload!r}"}
+        torch.set_num_threads(threads)
+    from odebench.workloads import get_workload
+
+    return get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
 
 
 def main(argv: list[str]) -> int:

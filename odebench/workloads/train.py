@@ -1,4 +1,4 @@
-"""The ``train`` workload: fit a model through one plugin, timing each iteration.
+"""The ``train`` workload: fit an MLP vector field to a problem's trajectory, timing each iteration.
 
 Per case: warm-up iterations on the trainer, a reset to the shared initial weights, then
 the timed loop: forward and backward each timed between device syncs with GC off, and
@@ -9,15 +9,47 @@ instrumented pass and records the model's full trajectory for the figures.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from odebench.backends import Batch, SolveFailed, get_backend
 from odebench.measure import PeakRSS, gc_off, summarize, timed
 from odebench.models import MLPSpec, mlp_weights
 from odebench.problems import PROBLEMS
 from odebench.protocol import SolverPlugin, Status
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+LOSSES = ("mse",)
+
+SECTIONS = {
+    "problem": {"name": (str, None), "params": (dict, None)},
+    "model": {"kind": (str, ("mlp",)), "sizes": ([int], "pos"), "activation": (str, None),
+              "weight_std": (float, "nonneg"), "bias": (float, None)},
+    "training": {"optimizer": (str, OPTIMIZERS), "lr": (float, "pos"), "iterations": (int, "pos"),
+                 "batch_size": (int, "pos"), "batch_time": (int, "pos"), "loss": (str, LOSSES),
+                 "snapshots": ([int], "nonneg")},
+}
+DEFAULTS = {
+    "problem": {"params": {}},
+    "model": {"kind": "mlp", "activation": "tanh", "weight_std": 0.1, "bias": 0.0},
+    "training": {"optimizer": "rmsprop", "loss": "mse", "snapshots": []},
+}
+REQUIRED = ("problem", "model", "training")
+AXES: dict = {}
+#: record fields of this workload, in the order results.csv shows them.
+COLUMNS = ["iterations_done", "repeats", "train_s", "train_s_iqr", "s_per_iter", "s_per_iter_iqr", "fwd_s",
+           "bwd_s", "compile_s", "n_traces", "final_mse", "final_loss", "nfe_fwd", "nfe_bwd", "n_vjp",
+           "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "rss_method", "saved_bytes"]
+
+
+def validate(config: dict[str, Any], where: str) -> None:
+    """Problem, model and training cross-checks (see :func:`odebench.suite.check_problem_and_model`)."""
+    from odebench.suite import check_problem_and_model
+
+    check_problem_and_model(config, where)
 
 
 def make_problem(config: dict[str, Any]):
@@ -51,7 +83,7 @@ def make_batches(truth: np.ndarray, ts: np.ndarray, *, n: int, batch_size: int, 
     return out
 
 
-def run_training(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin) -> dict[str, Any]:
+def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin) -> dict[str, Any]:
     """Train one case and return its record fields (status, timings, errors, NFE, memory, history).
 
     Arguments:
@@ -192,3 +224,139 @@ def _combine(repeats: list[dict[str, Any]]) -> dict[str, Any]:
         bad = [p for p in passes if p["native"]["nfe"] is not None and p["native"]["nfe"] != p["nfe_fwd"]]
         rec["nfe_agree"] = None if not native else not bad
     return rec
+
+
+# --------------------------------------------------------------------------- report
+SUMMARY_NOTE = (
+    "Median over seeds; s/iter is the median over iterations (IQR in brackets), forward and backward "
+    "timed apart between device syncs; NFE-F / NFE-B are counted by the harness in untimed instrumented "
+    "passes (mean over the snapshot iterations); peak RSS is the peak over the training loop minus the "
+    "resident set before it; saved KB is what autograd keeps for backward (torch only). compile s is JAX "
+    "compile time, never part of the timings.")
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per plugin × method × grad mode × tolerance × device: medians over seeds, as display strings."""
+    from odebench.report import fmt, groups
+
+    rows = []
+    for key, g, ok, status in groups(df, ["plugin", "method", "grad_mode", "rtol", "atol", "device"]):
+        med = ok.median(numeric_only=True) if len(ok) else pd.Series(dtype=float)
+        spi, spi_iqr = med.get("s_per_iter", np.nan), med.get("s_per_iter_iqr", np.nan)
+        rows.append({
+            "plugin": key[0], "method": key[1], "grad": key[2],
+            "rtol": "grid" if key[3] == -1 else f"{key[3]:g}",
+            "status": status,
+            "train s": fmt(med.get("train_s"), ".2f"),
+            "s/iter (IQR)": f"{fmt(spi * 1e3, '.2f')} ({fmt(spi_iqr * 1e3, '.2f')}) ms" if np.isfinite(spi) else "–",
+            "fwd/bwd ms": (f"{fmt(med.get('fwd_s', np.nan) * 1e3, '.2f')}/"
+                           f"{fmt(med.get('bwd_s', np.nan) * 1e3, '.2f')}") if len(ok) else "–",
+            "compile s": fmt(med.get("compile_s"), ".2f"),
+            "final MSE": fmt(med.get("final_mse"), ".4g"),
+            "NFE-F": fmt(med.get("nfe_fwd"), ".1f"),
+            "NFE-B": fmt(med.get("nfe_bwd"), ".1f"),
+            "peak RSS MB": fmt(med.get("peak_rss_bytes", np.nan) / 2**20, ".1f"),
+            "saved KB": fmt(med.get("saved_bytes", np.nan) / 2**10, ".1f"),
+            "seeds": f"{len(ok)}/{len(g)}",
+        })
+    return pd.DataFrame(rows)
+
+
+def sections(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+    """The paper's figures beside the measured ones, where the suite quotes a paper."""
+    from odebench.report import fmt
+
+    paper = config.get("paper", {})
+    if not paper.get("rows"):
+        return []
+    out = [f"## Against the paper ({paper.get('source', '')})", "",
+           "| method | paper train s | paper MSE | measured train s (median) | measured MSE (median) |",
+           "|---|---|---|---|---|"]
+    for row in paper["rows"]:
+        ok = [r for r in records if r.get("method") == row.get("method") and r["status"] == "ok"]
+        ts = np.median([r["train_s"] for r in ok]) if ok else np.nan
+        mse = np.median([r["final_mse"] for r in ok]) if ok else np.nan
+        out.append(f"| {row.get('method')} | {row.get('train_s', '–')} | {row.get('mse', '–')} | "
+                   f"{fmt(ts, '.2f')} | {fmt(mse, '.4g')} |")
+    return out + ["", "Measured columns are medians over every ok plugin × grad mode of that method.", ""]
+
+
+
+
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['plugin']} {r['method']} {r['grad_mode']}" + (f" s{r['seed']}" if r.get("seed") else "")
+
+
+def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Loss against iteration and wall time; fitted trajectories against the truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_history = [r for r in records if r.get("history", {}).get("loss")]
+    if not with_history:
+        return []
+    out.mkdir(exist_ok=True)
+    paths = []
+    for xkey, xlabel, name in (("iteration", "iteration", "loss_vs_iteration.png"),
+                               ("time_s", "training wall time (s, timed region only)", "loss_vs_time.png")):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for r in with_history:
+            loss = r["history"]["loss"]
+            x = np.arange(1, len(loss) + 1) if xkey == "iteration" else r["history"]["time_s"]
+            ax.plot(x, loss, label=_label(r), lw=1.2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("training loss (MSE)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
+    paths.append(_trajectory_figure(with_history, out, plt))
+    return paths
+
+
+def _trajectory_figure(records, out: Path, plt) -> Path:
+    with_snaps = [r for r in records if r.get("snapshots")]
+    iters = sorted({int(k) for r in with_snaps for k in r["snapshots"]})
+    fig, axes = plt.subplots(len(with_snaps), len(iters), figsize=(2.6 * len(iters), 2.4 * len(with_snaps)),
+                             squeeze=False)
+    truth = None
+    for i, r in enumerate(with_snaps):
+        if truth is None:
+            truth = _truth_for(r, make_problem)
+        for j, k in enumerate(iters):
+            ax = axes[i][j]
+            if truth is not None:
+                ax.plot(truth[:, 0], truth[:, 1], color="0.6", lw=1.5, label="truth")
+            traj = r["snapshots"].get(str(k))
+            if traj is not None:
+                traj = np.asarray(traj)
+                ax.plot(traj[:, 0], traj[:, 1], color="C3", lw=1, label="model")
+            if truth is not None:  # frame the truth: a diverging fit must not shrink it
+                pad = 0.15 * np.ptp(truth, axis=0)
+                ax.set_xlim(truth[:, 0].min() - pad[0], truth[:, 0].max() + pad[0])
+                ax.set_ylim(truth[:, 1].min() - pad[1], truth[:, 1].max() + pad[1])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"iteration {k}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(_label(r), fontsize=7)
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    path = out / "trajectories.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _truth_for(record: dict[str, Any], make_problem) -> np.ndarray | None:
+    cfg = record.get("problem_config")
+    if not cfg:
+        return None
+    problem = make_problem({"problem": cfg})
+    return problem.exact(problem.ts)
