@@ -201,9 +201,14 @@ def schema_for(workload_name: str) -> tuple[dict, dict, tuple[str, ...]]:
     if workload_name not in WORKLOADS:
         raise SuiteError(f"unknown value {workload_name!r} for suite.workload; valid: {_choices(WORKLOADS)}")
     w = get_workload(workload_name)
-    schema = {k: dict(v) for k, v in COMMON_SCHEMA.items()} | w.SECTIONS
+    # A workload may add keys to a common section (e.g. measure.fairness_steps) or add sections.
+    schema = {k: dict(v) for k, v in COMMON_SCHEMA.items()}
+    for name, keys in w.SECTIONS.items():
+        schema[name] = schema.get(name, {}) | keys
     schema["matrix"] = schema["matrix"] | w.AXES
-    defaults = {k: dict(v) for k, v in COMMON_DEFAULTS.items()} | w.DEFAULTS
+    defaults = {k: dict(v) for k, v in COMMON_DEFAULTS.items()}
+    for name, values in w.DEFAULTS.items():
+        defaults[name] = defaults.get(name, {}) | values
     return schema, defaults, _COMMON_REQUIRED + tuple(w.REQUIRED)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from odebench.backends import Batch, SolveFailed, get_backend
+from odebench.fairness import GATE_RTOL, fairness_gate
 from odebench.measure import PeakRSS, gc_off, summarize, timed
 from odebench.models import MLPSpec, mlp_weights
 from odebench.problems import PROBLEMS
@@ -31,18 +32,21 @@ SECTIONS = {
     "training": {"optimizer": (str, OPTIMIZERS), "lr": (float, "pos"), "iterations": (int, "pos"),
                  "batch_size": (int, "pos"), "batch_time": (int, "pos"), "loss": (str, LOSSES),
                  "snapshots": ([int], "nonneg")},
+    # Optimiser steps the fairness gate checks against the reference before timing (0: off).
+    "measure": {"fairness_steps": (int, "nonneg")},
 }
 DEFAULTS = {
     "problem": {"params": {}},
     "model": {"kind": "mlp", "activation": "tanh", "weight_std": 0.1, "bias": 0.0},
     "training": {"optimizer": "rmsprop", "loss": "mse", "snapshots": []},
+    "measure": {"fairness_steps": 3},
 }
 REQUIRED = ("problem", "model", "training")
 AXES: dict = {}
 #: record fields of this workload, in the order results.csv shows them.
 COLUMNS = ["iterations_done", "repeats", "train_s", "train_s_iqr", "s_per_iter", "s_per_iter_iqr", "fwd_s",
            "bwd_s", "compile_s", "n_traces", "final_mse", "final_loss", "nfe_fwd", "nfe_bwd", "n_vjp",
-           "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "rss_method", "saved_bytes"]
+           "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "rss_method", "saved_bytes", "gate", "gate_max_rel", "gate_reference_plugin"]
 
 
 def validate(config: dict[str, Any], where: str) -> None:
@@ -116,6 +120,17 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
             optimizer=train["optimizer"], dtype=measure["dtype"], device=case["device"])
         batches = make_batches(truth, ts, n=train["iterations"], batch_size=train["batch_size"],
                                batch_time=train["batch_time"], seed=case["seed"])
+        if measure["fairness_steps"]:
+            gate = fairness_gate(plugin, spec, weights, batches[: measure["fairness_steps"]], method=method,
+                                 grad_mode=case["grad_mode"], lr=train["lr"], optimizer=train["optimizer"],
+                                 max_steps=measure["max_steps"])
+            rec.update(gate.record())
+            if gate.passed is False:
+                rec.update(status=str(Status.UNFAIR),
+                           message=f"losses {gate.losses} vs {gate.reference_plugin} {gate.reference} "
+                                   f"(max relative difference {gate.max_rel:.2e} > {GATE_RTOL:g})")
+                rec["case_wall_s"] = time.perf_counter() - t_case
+                return rec
         warm = make_batches(truth, ts, n=measure["warmup"], batch_size=train["batch_size"],
                             batch_time=train["batch_time"], seed=case["seed"], stream=2)
         _warm_up(trainer, warm)

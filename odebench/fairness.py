@@ -1,0 +1,99 @@
+"""The cross-framework fairness gate (DESIGN §4, fairness).
+
+Before a training case is timed, the same model, weights, data and loss are run in
+float64 through the case's plugin and through a reference (torchdiffeq on the torch
+backend): the initial loss and the losses after the first optimiser steps must agree to
+a relative 1e-6. Solves use the method's own grid (fixed-step) or a tight tolerance
+(adaptive), so the gate tests the set-up — weights, batches, loss, optimiser — and not
+the solvers' error norms. A case that fails is recorded with status ``unfair`` and both
+sets of values, and is not timed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Relative agreement the gate demands, and the tolerances of its adaptive solves.
+GATE_RTOL = 1e-6
+SOLVE_RTOL, SOLVE_ATOL = 1e-10, 1e-12
+REFERENCE_PLUGINS = ("torchdiffeq", "torch_custom")
+
+
+@dataclass
+class GateResult:
+    """Outcome of the gate: ``passed`` None means it could not run (no reference)."""
+
+    passed: bool | None
+    losses: list[float] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)
+    reference_plugin: str | None = None
+    max_rel: float | None = None
+    note: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {"gate": {None: "skipped", True: "pass", False: "fail"}[self.passed],
+                "gate_losses": self.losses, "gate_reference": self.reference,
+                "gate_reference_plugin": self.reference_plugin, "gate_max_rel": self.max_rel,
+                "gate_note": self.note}
+
+
+def compare(losses: list[float], reference: list[float], rtol: float = GATE_RTOL) -> tuple[bool, float]:
+    """Whether two loss sequences agree to ``rtol`` (relative), and the largest relative difference."""
+    a, b = np.asarray(losses, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return False, float("inf")
+    rel = np.abs(a - b) / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    worst = float(rel.max()) if rel.size else 0.0
+    return worst <= rtol, worst
+
+
+def losses_of(plugin, spec, weights, batches, *, method: str, grad_mode: str, lr: float, optimizer: str,
+              max_steps: int) -> list[float]:
+    """Loss before each of ``len(batches)`` optimiser steps, in float64, through ``plugin``."""
+    from odebench.backends import get_backend
+
+    trainer = get_backend(plugin.backend_framework()).make_trainer(
+        plugin, spec, weights, method=method, rtol=SOLVE_RTOL, atol=SOLVE_ATOL, grad_mode=grad_mode,
+        max_steps=max_steps, lr=lr, optimizer=optimizer, dtype="float64", device="cpu")
+    out = []
+    for batch in batches:
+        handle = trainer.forward(trainer.to_batch(batch))
+        trainer.backward(handle)
+        out.append(trainer.loss_value(handle))
+    return out
+
+
+def fairness_gate(plugin, spec, weights, batches, *, method: str, grad_mode: str, lr: float, optimizer: str,
+                  max_steps: int, reference_weights=None) -> GateResult:
+    """Run the gate for one training case.
+
+    Arguments:
+        plugin: the case's plugin instance.
+        spec, weights: the model and its shared initial weights.
+        batches: the first few training batches (their number = optimiser steps checked).
+        method, grad_mode, lr, optimizer, max_steps: the case's settings.
+        reference_weights: the reference's weights (default: ``weights``); tests pass different
+            ones to prove the gate can fail.
+
+    Returns:
+        A :class:`GateResult`; ``passed`` None when no reference plugin has the method.
+    """
+    from odebench import registry
+
+    ref_name = next((n for n in REFERENCE_PLUGINS if n in registry.plugin_names()
+                     and registry.entry(n).available() is None
+                     and method in registry.entry(n).load().methods and n != plugin.name), None)
+    if ref_name is None and plugin.name in REFERENCE_PLUGINS:
+        ref_name = plugin.name  # the reference itself: the gate still checks repeatability
+    if ref_name is None:
+        return GateResult(None, note=f"no reference plugin has method {method!r}")
+    reference = registry.get_plugin(ref_name)
+    kw = dict(method=method, lr=lr, optimizer=optimizer, max_steps=max_steps)
+    ours = losses_of(plugin, spec, weights, batches, grad_mode=grad_mode, **kw)
+    theirs = losses_of(reference, spec, weights if reference_weights is None else reference_weights,
+                       batches, grad_mode="backprop", **kw)
+    ok, worst = compare(ours, theirs)
+    return GateResult(ok, ours, theirs, ref_name, worst)
