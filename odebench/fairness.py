@@ -82,18 +82,29 @@ def fairness_gate(plugin, spec, weights, batches, *, method: str, grad_mode: str
         A :class:`GateResult`; ``passed`` None when no reference plugin has the method.
     """
     from odebench import registry
+    from odebench.protocol import FIXED_METHODS
 
-    ref_name = next((n for n in REFERENCE_PLUGINS if n in registry.plugin_names()
-                     and registry.entry(n).available() is None
-                     and method in registry.entry(n).load().methods and n != plugin.name), None)
+    # Fixed-step methods must match step for step; adaptive ones at the gate's tight
+    # tolerance all converge to the exact flow, so dopri5 stands in for a method the
+    # reference lacks (lsoda, radau, ...).
+    ref_method = method if method in FIXED_METHODS else None
+    ref_name = None
+    for name in REFERENCE_PLUGINS:
+        e = registry.entry(name) if name in registry.plugin_names() else None
+        if e is None or e.available() is not None or name == plugin.name:
+            continue
+        methods = e.load().methods
+        if method in methods or (ref_method is None and "dopri5" in methods):
+            ref_name, ref_method = name, method if method in methods else "dopri5"
+            break
     if ref_name is None and plugin.name in REFERENCE_PLUGINS:
-        ref_name = plugin.name  # the reference itself: the gate still checks repeatability
+        ref_name, ref_method = plugin.name, method  # the reference itself: checks repeatability
     if ref_name is None:
         return GateResult(None, note=f"no reference plugin has method {method!r}")
     reference = registry.get_plugin(ref_name)
-    kw = dict(method=method, lr=lr, optimizer=optimizer, max_steps=max_steps)
-    ours = losses_of(plugin, spec, weights, batches, grad_mode=grad_mode, **kw)
+    kw = dict(lr=lr, optimizer=optimizer, max_steps=max_steps)
+    ours = losses_of(plugin, spec, weights, batches, method=method, grad_mode=grad_mode, **kw)
     theirs = losses_of(reference, spec, weights if reference_weights is None else reference_weights,
-                       batches, grad_mode="backprop", **kw)
+                       batches, method=ref_method, grad_mode="backprop", **kw)
     ok, worst = compare(ours, theirs)
     return GateResult(ok, ours, theirs, ref_name, worst)

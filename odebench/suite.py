@@ -39,7 +39,8 @@ COMMON_SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
                 "isolation": (_STR, ISOLATION), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES),
                 "threads": (_INT, "nonneg")},
     "matrix": {"plugin": ([_STR], None), "method": ([_STR], METHODS), "grad_mode": ([_STR], GRAD_MODES),
-               "seed": ([_INT], "nonneg"), "device": ([_STR], DEVICES), "tolerances": ([dict], None)},
+               "seed": ([_INT], "nonneg"), "device": ([_STR], DEVICES), "tolerances": ([dict], None),
+               "include": ([dict], None)},
     "paper": {"source": (_STR, None), "rows": ([dict], None)},
 }
 _COMMON_REQUIRED = ("suite", "measure", "matrix")
@@ -50,7 +51,7 @@ COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     # threads = 0 leaves the frameworks' own thread settings alone.
     "measure": {"warmup": 1, "repeats": 1, "timeout_s": 1800.0, "isolation": "process",
                 "max_steps": 100_000, "dtype": "float32", "threads": 0},
-    "matrix": {"seed": [0], "device": ["cpu"], "tolerances": [{"rtol": 1e-7, "atol": 1e-9}]},
+    "matrix": {"seed": [0], "device": ["cpu"], "tolerances": [{"rtol": 1e-7, "atol": 1e-9}], "include": []},
     "paper": {"source": "", "rows": []},
 }
 
@@ -61,9 +62,9 @@ def _choices(options) -> str:
 
 def _check_value(where: str, value: Any, typ: Any, constraint: Any) -> Any:
     if isinstance(typ, list):
-        if not isinstance(value, list) or (not value and where.startswith("matrix.")):
-            raise SuiteError(f"{where} must be a {'non-empty ' if where.startswith('matrix.') else ''}list, "
-                             f"got {value!r}")
+        must_fill = where.startswith("matrix.") and where != "matrix.include"
+        if not isinstance(value, list) or (not value and must_fill):
+            raise SuiteError(f"{where} must be a {'non-empty ' if must_fill else ''}list, got {value!r}")
         return [_check_value(f"{where}[{i}]", v, typ[0], constraint) for i, v in enumerate(value)]
     if typ is _FLOAT and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -154,39 +155,41 @@ class Suite:
     def cases(self, *, plugins=None, methods=None, grad_modes=None, seeds=None, devices=None) -> list[Case]:
         """The matrix, narrowed by the filters (each None or a list of values in the matrix).
 
-        Tolerances apply to adaptive methods only; a fixed-step method yields one case per
-        seed and device whatever the number of tolerance pairs.
+        The matrix is the product of its axes, plus ``matrix.include``: extra blocks whose
+        given axes replace the matrix's (e.g. scipy's ``lsoda`` without adding ``lsoda``
+        for every plugin). Tolerances apply to adaptive methods only; a fixed-step method
+        yields one case per seed and device whatever the number of tolerance pairs.
 
         Raises:
             SuiteError: for a filter value that is not in the suite's matrix.
         """
         m = self.config["matrix"]
-        extra_axes = list(self.workload.AXES)
-        axes = {}
-        for key, chosen in (("plugin", plugins), ("method", methods), ("grad_mode", grad_modes),
-                            ("seed", seeds), ("device", devices)):
-            values = m[key]
-            if chosen:
-                for v in chosen:
-                    if v not in values:
-                        flag = {"grad_mode": "grad", "seed": "seed"}.get(key, key)
-                        raise SuiteError(f"--{flag} {v!r} is not in suite {self.name!r}'s matrix "
-                                         f"(profile {self.profile!r}); valid: {_choices(values)}")
-                values = [v for v in values if v in chosen]
-            axes[key] = values
+        names = ["plugin", "method", "grad_mode", "seed", "device", *self.workload.AXES]
+        base = {k: m[k] for k in names}
+        blocks = [base] + [base | {k: v if isinstance(v, list) else [v] for k, v in inc.items()}
+                           for inc in m["include"]]
+        chosen = {"plugin": plugins, "method": methods, "grad_mode": grad_modes, "seed": seeds,
+                  "device": devices}
+        for key, wanted in chosen.items():
+            allowed = [v for b in blocks for v in b[key]]
+            for v in wanted or []:
+                if v not in allowed:
+                    flag = {"grad_mode": "grad"}.get(key, key)
+                    raise SuiteError(f"--{flag} {v!r} is not in suite {self.name!r}'s matrix "
+                                     f"(profile {self.profile!r}); valid: {_choices(dict.fromkeys(allowed))}")
         out: list[Case] = []
         seen: set[str] = set()
-        extra_values = [m[a] for a in extra_axes]
-        for plugin, method, grad, seed, device, *extra in itertools.product(
-                axes["plugin"], axes["method"], axes["grad_mode"], axes["seed"], axes["device"], *extra_values):
-            tols = [(None, None)] if method in FIXED_METHODS else \
-                [(t["rtol"], t["atol"]) for t in m["tolerances"]]
-            for rtol, atol in tols:
-                case = Case(self.name, plugin, method, grad, rtol, atol, seed, device,
-                            tuple(zip(extra_axes, extra)))
-                if case.id not in seen:
-                    seen.add(case.id)
-                    out.append(case)
+        for block in blocks:
+            values = [[v for v in block[k] if not chosen.get(k) or v in chosen[k]] for k in names]
+            for plugin, method, grad, seed, device, *extra in itertools.product(*values):
+                tols = [(None, None)] if method in FIXED_METHODS else \
+                    [(t["rtol"], t["atol"]) for t in m["tolerances"]]
+                for rtol, atol in tols:
+                    case = Case(self.name, plugin, method, grad, rtol, atol, seed, device,
+                                tuple(zip(names[5:], extra)))
+                    if case.id not in seen:
+                        seen.add(case.id)
+                        out.append(case)
         return out
 
 
@@ -230,6 +233,14 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     for axis in get_workload_axes(workload):
         if axis not in config["matrix"]:
             raise SuiteError(f"{where}: [matrix] has no {axis!r} (the {workload} workload needs it)")
+    matrix_schema = schema_all["matrix"]
+    for i, inc in enumerate(config["matrix"]["include"]):
+        for key, value in inc.items():
+            if key in ("tolerances", "include") or key not in matrix_schema:
+                axes = [k for k in matrix_schema if k not in ("tolerances", "include")]
+                raise SuiteError(f"unknown key {key!r} in matrix.include[{i}]; valid: {_choices(axes)}")
+            _check_value(f"matrix.include[{i}].{key}", value if isinstance(value, list) else [value],
+                         *matrix_schema[key])
     for i, tol in enumerate(config["matrix"]["tolerances"]):
         for key in tol:
             if key not in _TOL_KEYS:

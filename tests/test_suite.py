@@ -61,7 +61,7 @@ def test_structural_errors(tmp_path, text, expected):
      "unknown value 'magic' for matrix.grad_mode[0]; valid: backprop, adjoint, adjoint-seminorm, checkpoint"),
     ("rtol = 1e-5", "rtol = -1e-5", "matrix.tolerances[0].rtol must be positive, got -1e-05"),
     ("lr = 1e-3", "lr = 0", "training.lr must be positive, got 0.0"),
-    ('name = "linear_spiral"', 'name = "lorenz96"', "unknown problem 'lorenz96'; valid: linear_spiral"),
+    ('name = "linear_spiral"', 'name = "lorenz96"', "unknown problem 'lorenz96'; valid: linear_spiral, vanderpol"),
     ("n_points = 60", "npoints = 60", "unknown key 'npoints' in problem.params for 'linear_spiral'; valid: A, y0"),
     ("iterations = 3", 'iterations = "3"', "training.iterations must be int, got '3'"),
     ("sizes = [2, 8, 2]", "sizes = [2, 8, 2]\nactivation = 'gelu'", "unknown value 'gelu' for model.activation"),
@@ -88,3 +88,18 @@ def test_unknown_profile_and_filter_list_the_choices(tmp_path):
 def test_missing_suite_folder(tmp_path):
     with pytest.raises(SuiteError, match="no suite at"):
         load_suite(tmp_path / "nowhere")
+
+
+def test_matrix_include_adds_cases_without_widening_the_product(tmp_path):
+    folder = write_suite(tmp_path)
+    toml = folder / "suite.toml"
+    toml.write_text(toml.read_text().replace(
+        "tolerances = [", 'include = [{ plugin = "torchdiffeq", method = "dopri5", grad_mode = "adjoint" }]\n'
+                          "tolerances = ["))
+    suite = load_suite(folder)
+    ids = [c.id for c in suite.cases()]
+    assert len(ids) == 5 and ids[-1] == "torchdiffeq/dopri5/adjoint/rtol=1e-05,atol=1e-07/seed=0/cpu"
+    assert [c.id for c in suite.cases(methods=["dopri5"])] == ids[-1:]
+    toml.write_text(toml.read_text().replace('grad_mode = "adjoint" }', 'grad = "adjoint" }'))
+    with pytest.raises(SuiteError, match="unknown key 'grad' in matrix.include\\[0\\]; valid: plugin, method"):
+        load_suite(folder)

@@ -34,6 +34,10 @@ class LinearSpiral:
         """The true vector field, for ``y`` of shape ``(..., 2)``."""
         return y @ np.asarray(self.A).T
 
+    def reference(self, ts: np.ndarray | None = None, y0: np.ndarray | None = None) -> np.ndarray:
+        """The reference solution every problem has; here the exact one."""
+        return self.exact(ts, y0)
+
     def exact(self, ts: np.ndarray | None = None, y0: np.ndarray | None = None) -> np.ndarray:
         """Exact states at ``ts`` (default: the observation times), shape ``(len(ts), ..., 2)``."""
         ts = self.ts if ts is None else np.asarray(ts, dtype=np.float64)

@@ -101,7 +101,7 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
     train, measure, model = config["training"], config["measure"], config["model"]
     problem = make_problem(config)
     ts = problem.ts
-    truth = problem.exact(ts)
+    truth = problem.reference(ts)
     spec = MLPSpec(tuple(model["sizes"]), model["activation"], model["weight_std"], model["bias"])
     weights = mlp_weights(spec, case["seed"])
     backend = get_backend(plugin.backend_framework())
@@ -374,4 +374,4 @@ def _truth_for(record: dict[str, Any], make_problem) -> np.ndarray | None:
     if not cfg:
         return None
     problem = make_problem({"problem": cfg})
-    return problem.exact(problem.ts)
+    return problem.reference(problem.ts)
