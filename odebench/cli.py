@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print the environment that env.json records")
     env.add_argument("--no-devices", action="store_true", help="do not import torch/jax to probe devices")
+
+    from odebench.regress import add_arguments as _regress_arguments
+
+    _regress_arguments(sub.add_parser("regress", help="benchmark the parent commit and HEAD; exit 1 when a "
+                                      "deterministic figure (NFE, steps, saved bytes, error) regresses"))
     return parser
 
 
@@ -142,7 +147,11 @@ def cmd_run(args) -> int:
     records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
                          progress=not args.no_progress, argv=sys.argv)
     path = report.render(run_dir)
-    print(report.summary(report.to_frame(records)).to_markdown(index=False))
+    df = report.to_frame(records)
+    print(report.summary(df).to_markdown(index=False))
+    skipped = report.not_run(df)
+    if skipped:
+        print("\nNot run:\n" + "\n".join(skipped))
     print(f"\nreport: {path}")
     return 0
 
@@ -182,6 +191,13 @@ def cmd_report(args) -> int:
     from odebench import report
 
     run_dir = Path(args.run_dir)
+    if run_dir.is_file():  # a pytest-benchmark --benchmark-json file
+        from odebench.regress import is_pytest_benchmark_json, pytest_benchmark_table
+
+        if not is_pytest_benchmark_json(run_dir):
+            raise UsageError(f"{args.run_dir!r} is not a pytest-benchmark JSON file nor a run folder")
+        print(pytest_benchmark_table(run_dir))
+        return 0
     if not (run_dir / "records.jsonl").is_file():
         raise UsageError(f"no records.jsonl in {args.run_dir!r}: give a folder made by `odebench run`")
     path = report.render(run_dir)
@@ -208,7 +224,17 @@ def cmd_data(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_env, "data": cmd_data}
+def cmd_regress(args) -> int:
+    from odebench import regress
+
+    try:
+        return regress.main(args)
+    except regress.RegressError as exc:
+        raise UsageError(str(exc)) from None
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_env, "data": cmd_data,
+            "regress": cmd_regress}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,11 +56,27 @@ def groups(df: pd.DataFrame, keys: list[str]):
         yield key, g, ok, status
 
 
+#: Statuses of cases that never ran: listed under "Not run", not in the summary table.
+NOT_RUN = ("unsupported", "unavailable")
+
+
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """The run's summary table (the workload's ``summary``)."""
-    if df.empty:
-        return df
-    return get_workload(df["workload"].iloc[0] or "train").summary(df)
+    """The run's summary table (the workload's ``summary``) over the cases that ran."""
+    ran = df[~df["status"].isin(NOT_RUN)]
+    if ran.empty:
+        return ran
+    return get_workload(ran["workload"].iloc[0] or "train").summary(ran)
+
+
+def not_run(df: pd.DataFrame) -> list[str]:
+    """Markdown bullets: the cases that did not run, grouped by plugin and reason."""
+    skipped = df[df["status"].isin(NOT_RUN)]
+    lines = []
+    for (plugin, status, message), g in skipped.groupby(["plugin", "status", "message"], sort=False,
+                                                         dropna=False):
+        combos = ", ".join(dict.fromkeys(f"{m}/{gm}" for m, gm in zip(g["method"], g["grad_mode"])))
+        lines.append(f"- **{plugin}** {status}: {combos} — {message}")
+    return lines
 
 
 def render(run_dir: str | Path) -> Path:
@@ -93,7 +109,10 @@ def render(run_dir: str | Path) -> Path:
              f"python {env.get('python', '?')}; {libs}",
              f"- commit: `{env.get('git_commit') or 'unknown'}`; command: `{env.get('command', '')}`",
              f"- wall time of all cases: {sum(r.get('case_wall_s') or 0 for r in records):.1f} s", "",
-             "## Summary", "", workload.SUMMARY_NOTE, "", workload.summary(df).to_markdown(index=False), ""]
+             "## Summary", "", workload.SUMMARY_NOTE, "", summary(df).to_markdown(index=False), ""]
+    skipped = not_run(df)
+    if skipped:
+        lines += ["### Not run", "", *skipped, ""]
     lines += workload.sections(records, _suite_config(info))
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
