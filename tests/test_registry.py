@@ -62,7 +62,7 @@ def _field_and_state(framework: str, y0: np.ndarray, ts: np.ndarray):
 
 def test_builtin_plugins_are_registered_through_entry_points():
     eps = {ep.name for ep in importlib.metadata.entry_points(group=registry.GROUP)}
-    assert {"torchdiffeq", "torch_custom", "scipy"} <= eps
+    assert {"torchdiffeq", "torch_custom", "diffrax", "scipy"} <= eps
     assert "torchdiffeq" in PLUGINS
 
 
