@@ -104,7 +104,33 @@ def fairness_gate(plugin, spec, weights, batches, *, method: str, grad_mode: str
     reference = registry.get_plugin(ref_name)
     kw = dict(lr=lr, optimizer=optimizer, max_steps=max_steps)
     ours = losses_of(plugin, spec, weights, batches, method=method, grad_mode=grad_mode, **kw)
+    # The same grad mode where the reference has it: an adjoint's gradient differs from the
+    # discrete one by the backward solve's error, so it must be compared with an adjoint.
+    # checkpoint is the exact discrete gradient, so backprop stands in for it.
+    ref_grad = grad_mode if grad_mode in reference.grad_modes else "backprop"
     theirs = losses_of(reference, spec, weights if reference_weights is None else reference_weights,
-                       batches, method=ref_method, grad_mode="backprop", **kw)
+                       batches, method=ref_method, grad_mode=ref_grad, **kw)
     ok, worst = compare(ours, theirs)
-    return GateResult(ok, ours, theirs, ref_name, worst)
+    return GateResult(ok, ours, theirs, f"{ref_name} {ref_method} {ref_grad}", worst)
+
+
+def _gate_by_name(plugin_name: str, spec, weights, batches, kw: dict[str, Any]) -> GateResult:
+    from odebench import registry
+
+    return fairness_gate(registry.get_plugin(plugin_name), spec, weights, batches, **kw)
+
+
+def isolated_fairness_gate(plugin, spec, weights, batches, **kw: Any) -> GateResult:
+    """:func:`fairness_gate` in a child process when the plugin's framework has global dtype state.
+
+    JAX's float64 needs ``jax_enable_x64``, a process-wide switch: run in the case's own
+    process it would leak into the timed float32 training, so for JAX the gate runs in a
+    fresh interpreter. torch keeps dtypes per tensor and runs the gate in-process.
+    """
+    if plugin.framework != "jax":
+        return fairness_gate(plugin, spec, weights, batches, **kw)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_gate_by_name, plugin.name, spec, weights, batches, kw).result()
