@@ -1,0 +1,680 @@
+"""Regression check: the deterministic figures of two source trees, compared case by case.
+
+``odebench regress [BASE] [HEAD]`` (default ``HEAD~1`` and ``HEAD``) exports each git
+revision with ``git archive`` into a temporary folder (the working tree, the index and
+HEAD are never touched), runs every suite's small profile from *that tree's own code and
+suite files* in the current Python environment, and compares the figures a code change
+can only move on purpose:
+
+* NFE-F, NFE-B and steps: a regression when they go up by more than ``count_rtol``;
+* bytes saved for backward: a regression when they go up by more than ``bytes_rtol``
+  (0.5 %: a few scalars of run-to-run wobble in the current count; 0 gates any rise);
+* the final error: a regression when it goes up by more than the noise of the seeds
+  (``error_rtol``, or the base's own spread over seeds where the profile has several);
+* a case that was ok and is not any more.
+
+A commit that changes a figure on purpose says so in its message with a line
+``Regress-OK: <reason>``: its regressions are then reported as accepted and the check passes.
+
+Timings and peak RSS are reported next to them and never gated. The figures are the ones
+the asv ``track_`` benchmarks record (:mod:`odebench.asvbench`), and a regression names its
+asv benchmark and both values.
+
+Why not ``asv run`` + ``asv compare``: asv's ``existing`` environment cannot install a
+commit, so each commit's tree would have to be exported anyway; asv then starts one process
+per benchmark and parameter, gates every figure by one ratio, and ``asv compare`` does not
+fail on a regression. Here each tree is run once, in one process per suite by default
+(``--isolation inline``, single-threaded: the figures are deterministic and do not need a
+fresh process), with thresholds per kind of figure.
+
+Each tree runs with ``PYTHONPATH`` pointing at a shim folder that maps the tree's packages
+(``odebench``, ``odebench_plugins`` → ``plugins/``, from its ``pyproject.toml``) and carries
+its plugin entry points, so the tree's plugins, not the installed ones, are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: record field → (kind, unit, asv class name), for every workload: a figure a workload does not
+#: record is left out. Kinds ``count``, ``bytes`` and ``error`` are gated; ``timing`` (timings and
+#: measured memory) is only reported.
+METRICS: dict[str, tuple[str, str, str]] = {
+    "nfe_fwd": ("count", "evaluations", "NFEForward"),
+    "nfe_bwd": ("count", "evaluations", "NFEBackward"),
+    "steps": ("count", "steps", "Steps"),
+    "final_mse": ("error", "mse", "FinalError"),            # train workload (spiral)
+    "test_error_pct": ("error", "percent", "TestError"),    # mnist workload
+    "saved_bytes": ("bytes", "bytes", "SavedBytes"),
+    "s_per_iter": ("timing", "seconds", "SecondsPerIteration"),
+    "s_per_batch": ("timing", "seconds", "SecondsPerBatch"),
+    "peak_rss_bytes": ("timing", "bytes", "PeakRSS"),
+    "peak_bytes": ("timing", "bytes", "PeakBytes"),         # memory workload (GPU where run on one)
+}
+GATED_KINDS = ("count", "bytes", "error")
+#: statuses that say a case cannot run here, not that it broke.
+NOT_RUN = ("unavailable", "unsupported")
+EXIT_OK, EXIT_REGRESSION = 0, 1
+
+
+def asv_name(suite: str, metric: str, case_id: str) -> str:
+    """The asv benchmark that tracks ``metric`` of ``case_id`` (as ``asv compare`` shows it)."""
+    cls = METRICS[metric][2]
+    return f"{suite}.asv_bench.{cls}.track_{metric}('{case_id}')"
+
+
+@dataclass
+class Thresholds:
+    """How far a deterministic figure may rise before it is a regression (relative to the base).
+
+    Arguments:
+        count_rtol: NFE-F, NFE-B and steps (0.01: a 1 % rise; fixed-step counts are exact).
+        bytes_rtol: bytes saved for backward (0.5 %: the count dedupes storages by address,
+            and a freed storage's address can be reused, so it moves by a few scalars from run
+            to run; 0 gates any rise once the count is exact).
+        error_rtol: the final error; the noise of the seeds. Where the base has several
+            seeds of a case, their relative spread is used if it is larger.
+        error_atol: an absolute floor for the final error (float round-off near zero).
+    """
+
+    count_rtol: float = 0.01
+    bytes_rtol: float = 0.005
+    error_rtol: float = 0.05
+    error_atol: float = 1e-12
+
+    def limit(self, kind: str, noise: float = 0.0) -> float:
+        return {"count": self.count_rtol, "bytes": self.bytes_rtol,
+                "error": max(self.error_rtol, noise)}.get(kind, math.inf)
+
+
+@dataclass
+class Finding:
+    """One figure of one case in both trees, and the verdict.
+
+    ``verdict``: ``regression`` (fails the check), ``ok``, ``improved``, ``info`` (timings),
+    ``new`` / ``gone`` (a case or suite in one tree only), ``skipped`` (not run in either).
+    """
+
+    suite: str
+    case_id: str
+    metric: str
+    base: Any
+    head: Any
+    verdict: str
+    limit: float | None = None
+    note: str = ""
+
+    @property
+    def benchmark(self) -> str:
+        if self.metric in METRICS:
+            return asv_name(self.suite, self.metric, self.case_id)
+        return f"{self.suite} [{self.case_id}]"
+
+    @property
+    def change(self) -> float | None:
+        if _num(self.base) and _num(self.head) and self.base != 0:
+            return self.head / self.base - 1.0
+        return None
+
+    def message(self) -> str:
+        if self.metric == "status":
+            return f"{self.benchmark}: status {self.base} -> {self.head}{f' ({self.note})' if self.note else ''}"
+        ch = self.change
+        pct = f" ({ch:+.1%}; limit +{self.limit:.1%})" if ch is not None and self.limit is not None else ""
+        return f"{self.benchmark}: {_fmt(self.base)} -> {_fmt(self.head)}{pct}{f' ({self.note})' if self.note else ''}"
+
+
+@dataclass
+class Comparison:
+    """Findings of a comparison. ``accepted``: the reason the head's commit message gives for
+    accepting its regressions (an ``Regress-OK: <reason>`` line); they are reported, not failed."""
+
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    accepted: str | None = None
+
+    @property
+    def regressions(self) -> list[Finding]:
+        return [f for f in self.findings if f.verdict == "regression"]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REGRESSION if self.regressions and not self.accepted else EXIT_OK
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _fmt(x: Any) -> str:
+    if not _num(x):
+        return "–" if x is None else str(x)
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:.6g}"
+
+
+def _seedless(case_id: str) -> str:
+    return re.sub(r"/seed=\d+", "/seed=*", case_id)
+
+
+def seed_noise(records: Iterable[dict[str, Any]], metric: str = "final_mse") -> dict[str, float]:
+    """Relative spread (max − min) / median of ``metric`` over the seeds of each case, where it has ≥ 2."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("status") == "ok" and _num(r.get(metric)):
+            values.setdefault(_seedless(r["case_id"]), []).append(float(r[metric]))
+    out = {}
+    for key, v in values.items():
+        if len(v) >= 2:
+            med = sorted(v)[len(v) // 2]
+            out[key] = (max(v) - min(v)) / abs(med) if med else 0.0
+    return out
+
+
+def compare_records(suite: str, base: list[dict[str, Any]], head: list[dict[str, Any]],
+                    thresholds: Thresholds | None = None) -> Comparison:
+    """Compare one suite's records of two trees (each record: ``case_id``, ``status``, figures).
+
+    Returns:
+        A :class:`Comparison`; its ``regressions`` are the gated figures that rose beyond
+        their limit and the cases that were ok in the base and are not in the head.
+    """
+    th = thresholds or Thresholds()
+    out = Comparison()
+    b_by, h_by = {r["case_id"]: r for r in base}, {r["case_id"]: r for r in head}
+    noise = seed_noise(base)
+    for cid in list(b_by) + [c for c in h_by if c not in b_by]:
+        b, h = b_by.get(cid), h_by.get(cid)
+        if b is None or h is None:
+            out.findings.append(Finding(suite, cid, "case", None if b is None else b.get("status"),
+                                        None if h is None else h.get("status"), "new" if b is None else "gone"))
+            continue
+        bs, hs = b.get("status"), h.get("status")
+        if bs == "ok" and hs != "ok":
+            out.findings.append(Finding(suite, cid, "status", bs, hs, "regression", note=h.get("message") or ""))
+            continue
+        if bs != "ok" or hs != "ok":
+            out.findings.append(Finding(suite, cid, "status", bs, hs,
+                                        "skipped" if hs in NOT_RUN else ("improved" if hs == "ok" else "info"),
+                                        note=h.get("message") or ""))
+            continue
+        for metric, (kind, _unit, _cls) in METRICS.items():
+            bv, hv = b.get(metric), h.get(metric)
+            if not (_num(bv) and _num(hv)):
+                continue
+            if kind not in GATED_KINDS:
+                out.findings.append(Finding(suite, cid, metric, bv, hv, "info", note="timing, not gated"))
+                continue
+            limit = th.limit(kind, noise.get(_seedless(cid), 0.0))
+            atol = th.error_atol if kind == "error" else 0.0
+            if hv > bv * (1.0 + limit) + atol:
+                verdict = "regression"
+            elif hv < bv * (1.0 - limit) - atol or (limit == 0 and hv < bv):
+                verdict = "improved"
+            else:
+                verdict = "ok"
+            out.findings.append(Finding(suite, cid, metric, bv, hv, verdict, limit))
+    return out
+
+
+def compare(base: dict[str, list[dict[str, Any]]], head: dict[str, list[dict[str, Any]]],
+            thresholds: Thresholds | None = None) -> Comparison:
+    """:func:`compare_records` over every suite (suite name → records) of both trees."""
+    out = Comparison()
+    for suite in list(base) + [s for s in head if s not in base]:
+        if suite not in head or suite not in base:
+            out.notes.append(f"suite {suite!r} is only in the {'base' if suite in base else 'head'}: not compared")
+            continue
+        c = compare_records(suite, base[suite], head[suite], thresholds)
+        out.findings += c.findings
+        out.notes += c.notes
+    return out
+
+
+_MARK = {"regression": " ✗", "improved": " ✓", "ok": "", "info": ""}
+
+
+def _cell(f: Finding) -> str:
+    if f.base == f.head:
+        return _fmt(f.base)
+    ch = f"{f.change:+.0%}" if f.change is not None else "new"
+    b, h = _fmt(f.base), _fmt(f.head)
+    if b == h:  # differs beyond 6 digits
+        b, h = f"{f.base:.10g}", f"{f.head:.10g}"
+    return f"{b} → {h} ({ch}){_MARK.get(f.verdict, '')}"
+
+
+def render(comp: Comparison, base_label: str, head_label: str) -> str:
+    """The comparison as text: one line per regression, a table per suite (one row per case, one
+    column per figure: the value, or ``base → head (change)`` with ✗ for a regression and ✓ for an
+    improvement), the cases that did not run, and the verdict."""
+    lines = [f"REGRESSION {f.message()}" for f in comp.regressions]
+    by_suite: dict[str, dict[str, dict[str, str]]] = {}
+    for f in comp.findings:
+        if f.metric in METRICS:
+            by_suite.setdefault(f.suite, {}).setdefault(f.case_id, {})[f.metric] = _cell(f)
+    if by_suite:
+        import pandas as pd
+
+        lines += ["", f"Figures of {head_label} against {base_label} (timings and measured memory are "
+                      "not gated):"]
+    for suite, cases in by_suite.items():
+        cols = [m for m in METRICS if any(m in row for row in cases.values())]
+        df = pd.DataFrame([{"case": cid} | {m: row.get(m, "–") for m in cols} for cid, row in cases.items()])
+        lines += ["", f"{suite}:", "", df.to_markdown(index=False, disable_numparse=True)]
+    statuses = [f for f in comp.findings if f.metric in ("status", "case") and f.verdict != "regression"]
+    if statuses:
+        lines.append("")
+    not_run: dict[str, int] = {}
+    for f in statuses:
+        if f.verdict == "skipped":
+            not_run[str(f.head)] = not_run.get(str(f.head), 0) + 1
+        else:
+            lines.append(f"{f.verdict}: {f.suite} [{f.case_id}] {f.base} -> {f.head}"
+                         f"{f' ({f.note[:90]})' if f.note else ''}")
+    if not_run:
+        lines.append("not run in the head: " + ", ".join(f"{n} {s}" for s, n in sorted(not_run.items())))
+    lines += [""] + comp.notes if comp.notes else []
+    gated = sum(f.verdict in ("ok", "improved", "regression") for f in comp.findings)
+    verdict = (f"FAIL: {len(comp.regressions)} regression(s) of {head_label} against {base_label}"
+               if comp.regressions else
+               f"PASS: {gated} deterministic figures of {head_label} within limits of {base_label}")
+    if comp.regressions and comp.accepted:
+        verdict = (f"ACCEPTED: {len(comp.regressions)} regression(s) of {head_label} against {base_label}, "
+                   f"accepted by its commit message (Regress-OK: {comp.accepted})")
+    lines += ["", verdict + " (timings reported, never gated)"]
+    return "\n".join(lines).lstrip("\n")
+
+
+# ------------------------------------------------------------------------------ measuring trees
+
+#: Runs in the measured tree (its ``odebench`` first on the path), every suite in one process: its
+#: own suite files, its own runner, through the long-standing public API only (``load_suite``,
+#: ``Suite.cases``, ``runner.run``). A suite that cannot be loaded leaves its message in ``error.txt``.
+DRIVER = r"""
+import json, sys, traceback
+from pathlib import Path
+spec = json.loads(sys.argv[1])
+from odebench.suite import load_suite
+from odebench import runner
+for job in spec["suites"]:
+    run_dir = Path(job["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        suite = load_suite(job["suite_dir"], job["profile"])
+        m = suite.config["measure"]
+        if spec["isolation"]:
+            m["isolation"] = spec["isolation"]
+        if spec["threads"] is not None:
+            m["threads"] = spec["threads"]
+        plugins = spec["plugins"]
+        if plugins is not None:
+            plugins = [p for p in plugins if p in suite.config["matrix"]["plugin"]]
+            if not plugins:
+                (run_dir / "done").write_text("")
+                continue
+        cases = suite.cases(plugins=plugins)
+        if spec["progress"]:
+            print(f"{job['label']} {suite.name} ({suite.profile}): {len(cases)} cases", file=sys.stderr, flush=True)
+        runner.run(suite, cases, run_dir, runner.RunSpec(job["suite_dir"], suite.profile),
+                   progress=spec["progress"])
+        (run_dir / "done").write_text("")
+    except Exception as exc:
+        (run_dir / "error.txt").write_text(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        traceback.print_exc()
+"""
+
+
+class RegressError(RuntimeError):
+    """A tree cannot be prepared (bad revision, not a git repository): a one-line user error."""
+
+
+@dataclass
+class Tree:
+    label: str
+    path: Path
+    tree_sha: str | None  # None: a folder, never cached
+    message: str = ""  # the commit message, for a git revision
+
+
+def _git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise RegressError(f"git {' '.join(args)}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
+    return proc.stdout.strip()
+
+
+def prepare_tree(repo: Path, rev: str, dest: Path) -> Tree:
+    """``rev`` as a folder: an existing folder is used as it is, a git revision is exported to ``dest``."""
+    p = Path(rev)
+    if not _is_rev(repo, rev):
+        if p.is_dir():
+            return Tree(str(p), p.resolve(), None)
+        raise RegressError(f"{rev!r} is neither a commit of the repository {str(repo)!r} nor a folder")
+    sha = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}")
+    tree_sha = _git(repo, "rev-parse", f"{sha}^{{tree}}")
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", sha], capture_output=True)
+    if archive.returncode:
+        raise RegressError(f"git archive {rev}: {archive.stderr.decode().strip()}")
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    return Tree(f"{rev} ({sha[:10]})", dest, tree_sha, _git(repo, "log", "-1", "--format=%B", sha))
+
+
+def _is_rev(repo: Path, rev: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                          capture_output=True).returncode == 0
+
+
+def make_shim(tree: Path, dest: Path) -> Path:
+    """A folder that puts ``tree``'s packages and plugin entry points first on ``PYTHONPATH``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pyproject = tree / "pyproject.toml"
+    meta = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
+    package_dir = meta.get("tool", {}).get("setuptools", {}).get("package-dir", {}) or {"": "."}
+    for pkg, folder in package_dir.items():
+        if pkg and not (dest / pkg).exists():
+            (dest / pkg).symlink_to((tree / folder).resolve(), target_is_directory=True)
+    project = meta.get("project", {})
+    # A distribution named like the installed one, found first, so importlib.metadata's
+    # entry points are the tree's (it keeps the first distribution of each name).
+    dist = dest / f"{project.get('name', 'odebench')}-0.0.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project.get('name', 'odebench')}\n"
+                                   "Version: 0.0.0\n")
+    eps = project.get("entry-points", {})
+    text = "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n"
+                   for group, items in eps.items())
+    (dist / "entry_points.txt").write_text(text)
+    return dest
+
+
+def suite_names(tree: Path, suites_dir: str = "suites") -> dict[str, Path]:
+    """Every suite folder of a tree (``<suites_dir>/*/suite.toml``), by folder name."""
+    root = tree / suites_dir
+    return {p.parent.name: p.parent for p in sorted(root.glob("*/suite.toml"))} if root.is_dir() else {}
+
+
+#: The small profile the benchmarks and the check run, first found: a suite's dedicated ``asv``
+#: profile, its ``smoke`` profile (seconds, for tests), its ``quick`` one (minutes), else the base.
+PROFILE_PREFERENCE = ("asv", "smoke", "quick")
+
+
+def pick_profile(suite_dir: Path) -> str:
+    """The small profile of a suite folder (see :data:`PROFILE_PREFERENCE`)."""
+    text = (suite_dir / "suite.toml").read_text()
+    profiles = tomllib.loads(text).get("profiles", {})
+    return next((p for p in PROFILE_PREFERENCE if p in profiles), "default")
+
+
+def _fingerprint() -> dict[str, Any]:
+    import importlib.metadata as md
+    import platform
+
+    libs = {}
+    for dist in ("numpy", "scipy", "torch", "torchdiffeq", "jax", "jaxlib", "diffrax", "equinox"):
+        try:
+            libs[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            libs[dist] = None
+    return {"python": sys.version, "machine": platform.machine(), "libs": libs}
+
+
+SLIM_KEYS = ("case_id", "status", "message", "case_wall_s", *METRICS)
+
+
+def slim(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a record the check compares (drops histories and snapshots)."""
+    return {k: record.get(k) for k in SLIM_KEYS}
+
+
+@dataclass
+class Options:
+    suites: list[str] | None = None
+    plugins: list[str] | None = None
+    profile: str | None = None
+    suites_dir: str = "suites"
+    isolation: str | None = "inline"
+    threads: int | None = 1
+    timeout: float = 3600.0
+    cache: Path | None = None
+    progress: bool = True
+    python: str = sys.executable
+    jobs: int = 1
+
+
+def measure_tree(tree: Tree, work: Path, opts: Options, profiles: dict[str, str],
+                 log=print) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Run each suite of ``profiles`` (name → profile) from ``tree``; records by suite, and notes.
+
+    All suites of a tree run in one process (one framework import); figures of a git tree
+    measured before in the same environment come from the cache.
+    """
+    shim = make_shim(tree.path, work / "shim")
+    env = dict(os.environ, PYTHONPATH=str(shim), PYTHONWARNINGS="ignore")
+    env.pop("PYTHONHOME", None)
+    if opts.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(opts.threads)
+    available = suite_names(tree.path, opts.suites_dir)
+    out: dict[str, list[dict[str, Any]]] = {}
+    notes: list[str] = []
+    jobs, keys = [], {}
+    for name, profile in profiles.items():
+        if name not in available:
+            notes.append(f"{tree.label}: no suite {name!r}")
+            continue
+        if opts.cache and tree.tree_sha:
+            blob = json.dumps([tree.tree_sha, name, profile, opts.plugins, opts.isolation, opts.threads,
+                               opts.suites_dir, _fingerprint()], sort_keys=True)
+            keys[name] = opts.cache / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+            if keys[name].is_file():
+                out[name] = json.loads(keys[name].read_text())
+                log(f"[{tree.label}] {name} ({profile}): {len(out[name])} cases from the cache {keys[name]}")
+                continue
+        jobs.append({"name": name, "suite_dir": str(available[name]), "profile": profile,
+                     "run_dir": str(work / "runs" / name), "label": f"[{tree.label}]"})
+    if not jobs:
+        return out, notes
+    spec = {"suites": jobs, "isolation": opts.isolation, "threads": opts.threads, "plugins": opts.plugins,
+            "progress": opts.progress}
+    log(f"[{tree.label}] running {', '.join(j['name'] for j in jobs)}")
+    started = time.perf_counter()
+    proc = subprocess.Popen([opts.python, "-c", DRIVER, json.dumps(spec)], cwd=tree.path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=None if opts.progress else subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=opts.timeout)
+        code, err = proc.returncode, (err or "").strip()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        code, err = -1, f"no result within {opts.timeout:g} s"
+    except BaseException:  # e.g. Ctrl-C: take the driver down with us
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    for job in jobs:
+        run_dir = Path(job["run_dir"])
+        records = _read_jsonl(run_dir / "records.jsonl")
+        error = (run_dir / "error.txt").read_text() if (run_dir / "error.txt").is_file() else ""
+        done = (run_dir / "done").is_file()
+        if error or not done:
+            why = error or f"exit {code}{': ' + err.splitlines()[-1] if err else ''}"
+            notes.append(f"{tree.label}: suite {job['name']!r} did not finish ({why}); "
+                         f"{len(records)} cases measured")
+        out[job["name"]] = [slim(r) for r in records]
+        if opts.isolation == "inline":  # the RSS of a shared process is no case's own: not shown
+            for r in out[job["name"]]:
+                r.pop("peak_rss_bytes", None)
+        if done and not error and job["name"] in keys:
+            keys[job["name"]].parent.mkdir(parents=True, exist_ok=True)
+            keys[job["name"]].write_text(json.dumps(out[job["name"]]))
+    log(f"[{tree.label}] {sum(len(out[j['name']]) for j in jobs)} cases in {time.perf_counter() - started:.0f} s")
+    return out, notes
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def run_check(repo: Path, base_rev: str, head_rev: str, opts: Options, thresholds: Thresholds,
+              log=print) -> tuple[Comparison, str, str]:
+    """Measure both trees and compare them. Returns the comparison and the two labels."""
+    with tempfile.TemporaryDirectory(prefix="odebench-regress-") as tmp:
+        tmp = Path(tmp)
+        head = prepare_tree(repo, head_rev, tmp / "head" / "tree")
+        base = prepare_tree(repo, base_rev, tmp / "base" / "tree")
+        found = suite_names(head.path, opts.suites_dir)
+        if opts.suites:
+            unknown = [s for s in opts.suites if s not in found]
+            if unknown:
+                raise RegressError(f"no suite {unknown[0]!r} in {head.label}; valid: {', '.join(found) or 'none'}")
+            found = {k: v for k, v in found.items() if k in opts.suites}
+        profiles = {name: opts.profile or pick_profile(path) for name, path in found.items()}
+        if opts.jobs > 1:  # both trees at once (each single-threaded by default)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(2) as pool:
+                h = pool.submit(measure_tree, head, tmp / "head", opts, profiles, log)
+                b = pool.submit(measure_tree, base, tmp / "base", opts, profiles, log)
+                (head_recs, head_notes), (base_recs, base_notes) = h.result(), b.result()
+        else:
+            head_recs, head_notes = measure_tree(head, tmp / "head", opts, profiles, log)
+            base_recs, base_notes = measure_tree(base, tmp / "base", opts, profiles, log)
+    comp = compare(base_recs, head_recs, thresholds)
+    comp.notes = base_notes + head_notes + comp.notes
+    if any("did not finish" in n for n in head_notes):
+        comp.findings.append(Finding("-", "-", "status", "finished", "did not finish", "regression",
+                                     note="; ".join(n for n in head_notes if "did not finish" in n)))
+    accept = re.search(r"^Regress-OK:[ \t]*(\S.*)$", head.message, re.M | re.I)
+    comp.accepted = accept.group(1).strip() if accept else None
+    return comp, _short(base.label), _short(head.label)
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= 28 else "…" + label[-27:]
+
+
+# ------------------------------------------------------------------------------ command line
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``odebench regress`` options (the CLI calls this, then :func:`main`)."""
+    p.add_argument("base", nargs="?", default="HEAD~1", help="git revision or source folder (default: HEAD~1)")
+    p.add_argument("head", nargs="?", default="HEAD", help="git revision or source folder (default: HEAD)")
+    p.add_argument("--repo", default=".", help="the git repository (default: .)")
+    p.add_argument("--suite", action="extend", type=lambda v: [x for x in v.split(",") if x],
+                   help="only these suites (default: every suites/*/suite.toml of HEAD)")
+    p.add_argument("--plugin", action="extend", type=lambda v: [x for x in v.split(",") if x],
+                   help="only these plugins")
+    p.add_argument("--profile", help="profile to run (default: each suite's 'asv' profile, else 'quick')")
+    p.add_argument("--count-rtol", type=float, default=Thresholds.count_rtol,
+                   help="allowed relative rise of NFE-F/NFE-B/steps (default: %(default)s)")
+    p.add_argument("--bytes-rtol", type=float, default=Thresholds.bytes_rtol,
+                   help="allowed relative rise of bytes saved for backward (default: %(default)s)")
+    p.add_argument("--error-rtol", type=float, default=Thresholds.error_rtol,
+                   help="allowed relative rise of the final error, the seeds' noise (default: %(default)s)")
+    p.add_argument("--isolation", choices=["inline", "process", "suite"], default="inline",
+                   help="inline (default: one process per suite), process (one per case), suite (as the suite says)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per framework (default: 1, deterministic and fair on a shared machine; 0: leave)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per tree (default: 3600)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not reuse figures of a git tree measured before (.asv/regress-cache/)")
+    p.add_argument("--json", metavar="PATH", help="also write every finding as JSON")
+    p.add_argument("--jobs", type=int, choices=[1, 2], default=1,
+                   help="measure both trees at once (2) or one after the other (1, default)")
+    p.add_argument("--quiet", action="store_true", help="no per-case progress on stderr")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the check for parsed ``args``; prints the report and returns 0 (pass) or 1 (regression).
+
+    Raises:
+        RegressError: for a bad revision, repository or suite name (the CLI shows it as a usage error).
+    """
+    for name in ("count_rtol", "bytes_rtol", "error_rtol"):
+        if getattr(args, name) < 0:
+            raise RegressError(f"--{name.replace('_', '-')} must not be negative")
+    repo = Path(args.repo).resolve()
+    opts = Options(suites=args.suite, plugins=args.plugin, profile=args.profile,
+                   isolation=None if args.isolation == "suite" else args.isolation,
+                   threads=args.threads or None, timeout=args.timeout,
+                   cache=None if args.no_cache else repo / ".asv" / "regress-cache", progress=not args.quiet,
+                   jobs=args.jobs)
+    th = Thresholds(count_rtol=args.count_rtol, bytes_rtol=args.bytes_rtol, error_rtol=args.error_rtol)
+    started = time.perf_counter()
+    comp, base_label, head_label = run_check(repo, args.base, args.head, opts, th,
+                                             log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(render(comp, base_label, head_label))
+    print(f"(took {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"base": base_label, "head": head_label,
+                                               "findings": [asdict(f) | {"benchmark": f.benchmark}
+                                                            for f in comp.findings],
+                                               "notes": comp.notes}, indent=2, default=str))
+    return comp.exit_code
+
+
+# ------------------------------------------------------------------------------ pytest-benchmark JSON
+
+def is_pytest_benchmark_json(path: Path) -> bool:
+    """Whether ``path`` is a pytest-benchmark ``--benchmark-json`` file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "benchmarks" in data and "machine_info" in data
+
+
+def pytest_benchmark_table(path: Path) -> str:
+    """A pytest-benchmark JSON file as a markdown table: per benchmark median and IQR, and per step."""
+    import pandas as pd
+
+    data = json.loads(Path(path).read_text())
+    rows = []
+    for b in data["benchmarks"]:
+        st, info = b.get("stats", {}), b.get("extra_info", {})
+        steps = info.get("steps")
+        med = st.get("median")
+        rows.append({"benchmark": b.get("name", "?"), "plugin": info.get("plugin", ""),
+                     "method": info.get("method", ""), "mode": info.get("mode", ""),
+                     "median ms": _ms(med), "IQR ms": _ms(st.get("iqr")), "rounds": st.get("rounds"),
+                     "steps": _fmt(steps), "NFE-F": _fmt(info.get("nfe_fwd")),
+                     "µs/step": f"{med / steps * 1e6:.1f}" if _num(med) and _num(steps) and steps else "–"})
+    head = (f"pytest-benchmark {data.get('version', '?')}, {data.get('datetime', '?')}, "
+            f"{data.get('machine_info', {}).get('cpu', {}).get('brand_raw', '?')}, "
+            f"commit {data.get('commit_info', {}).get('id', '?')[:10]}")
+    table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else "(no benchmarks)"
+    return head + "\n\n" + table
+
+
+def _ms(x: Any) -> str:
+    return f"{x * 1e3:.3f}" if _num(x) else "–"
