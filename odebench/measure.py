@@ -131,6 +131,9 @@ def saved_tensor_bytes() -> Iterator[dict[str, int]]:
     import torch
 
     seen: set[int] = set()
+    # Storages are kept alive until the block ends: a freed storage's address can be
+    # reused by a later one, which would then be taken for the same and not counted.
+    keep: list = []
     out = {"bytes": 0, "tensors": 0}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -140,6 +143,7 @@ def saved_tensor_bytes() -> Iterator[dict[str, int]]:
         key = storage.data_ptr()
         if key not in seen:
             seen.add(key)
+            keep.append(storage)
             out["bytes"] += storage.nbytes()
             out["tensors"] += 1
         return t
