@@ -38,6 +38,7 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_csv, action="extend", help="only these devices (cpu, cuda)")
     p.add_argument("--repeats", type=int, help="timed repetitions per case (overrides measure.repeats)")
     p.add_argument("--timeout", type=float, help="seconds per case (overrides measure.timeout_s)")
+    p.add_argument("--data-dir", help="dataset folder for suites that read one (overrides data.data_dir)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +84,12 @@ def _load(args):
             if args.repeats < 1:
                 raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
             suite.config["measure"]["repeats"] = args.repeats
+        if getattr(args, "data_dir", None):
+            if "data" not in suite.config:
+                raise UsageError(f"--data-dir: suite {suite.name!r} reads no dataset")
+            if not Path(args.data_dir).is_dir():
+                raise UsageError(f"--data-dir {args.data_dir!r} is not a folder")
+            suite.config["data"]["data_dir"] = str(Path(args.data_dir).resolve())
         if args.timeout is not None:
             if args.timeout <= 0:
                 raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
@@ -128,6 +135,7 @@ def cmd_run(args) -> int:
         args.seed, args.device = f.get("seed"), f.get("device")
         args.repeats = info["overrides"].get("repeats", args.repeats)
         args.timeout = info["overrides"].get("timeout_s", args.timeout)
+        args.data_dir = info["overrides"].get("data_dir", args.data_dir)
     elif not args.suite:
         raise UsageError("odebench run: give a suite folder (e.g. suites/spiral) or --resume RUN_DIR")
     suite, cases = _load(args)
@@ -137,7 +145,8 @@ def cmd_run(args) -> int:
         suite_path=str(Path(args.suite)), profile=suite.profile,
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,
                  "seed": args.seed, "device": args.device},
-        overrides={k: v for k, v in (("repeats", args.repeats), ("timeout_s", args.timeout)) if v is not None})
+        overrides={k: v for k, v in (("repeats", args.repeats), ("timeout_s", args.timeout),
+                                     ("data_dir", getattr(args, "data_dir", None))) if v is not None})
     run_dir = Path(args.resume) if args.resume else runner.new_run_dir(Path(args.results), suite.name)
     unavailable = sorted({c.plugin for c in cases if registry.entry(c.plugin).available()})
     if not args.no_progress:
