@@ -319,11 +319,18 @@ def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
     paths = []
     for xkey, xlabel, name in (("iteration", "iteration", "loss_vs_iteration.png"),
                                ("time_s", "training wall time (s, timed region only)", "loss_vs_time.png")):
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        # Colour names the method × grad mode, the line style the plugin, so twenty-odd
+        # curves stay tellable apart.
+        combos = list(dict.fromkeys((r["method"], r["grad_mode"]) for r in with_history))
+        plugins = list(dict.fromkeys(r["plugin"] for r in with_history))
+        styles = ["-", "--", ":", "-."]
         for r in with_history:
             loss = r["history"]["loss"]
             x = np.arange(1, len(loss) + 1) if xkey == "iteration" else r["history"]["time_s"]
-            ax.plot(x, loss, label=_label(r), lw=1.2)
+            ax.plot(x, loss, label=_label(r), lw=1.2,
+                    color=plt.cm.tab10(combos.index((r["method"], r["grad_mode"])) % 10),
+                    linestyle=styles[plugins.index(r["plugin"]) % len(styles)])
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("training loss (MSE)")
