@@ -17,7 +17,8 @@ import importlib
 from types import ModuleType
 
 #: workload name → module (imported on first use).
-WORKLOADS = {"train": "odebench.workloads.train", "mnist": "odebench.workloads.mnist"}
+WORKLOADS = {"train": "odebench.workloads.train", "memory": "odebench.workloads.memory",
+             "mnist": "odebench.workloads.mnist"}
 
 
 def get_workload(name: str) -> ModuleType:
