@@ -122,7 +122,7 @@ def saved_tensor_bytes() -> Iterator[dict[str, int]]:
     """Count the bytes autograd saves for backward inside the ``with`` block (torch).
 
     Each distinct storage is counted once, and leaf tensors that require grad (the
-    parameters) are left out: they exist whatever the solver does, so the count is what
+    parameters), and views of them, are left out: they exist whatever the solver does, so the count is what
     the gradient method itself keeps alive. Deterministic, so CI can track it.
 
     Yields:
@@ -137,7 +137,8 @@ def saved_tensor_bytes() -> Iterator[dict[str, int]]:
     out = {"bytes": 0, "tensors": 0}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.is_leaf and t.requires_grad:
+        base = t if t._base is None else t._base  # a Linear saves weight.t(), a view
+        if base.is_leaf and base.requires_grad:
             return t
         storage = t.untyped_storage()
         key = storage.data_ptr()
