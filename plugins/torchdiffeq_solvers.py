@@ -68,7 +68,9 @@ class TorchdiffeqPlugin(SolverPlugin):
             if grad_mode == "backprop":
                 ys = torchdiffeq.odeint(f, y0, ts, rtol=rtol, atol=atol, method=native, options=options)
             else:
-                adjoint_options = {"norm": "seminorm"} if grad_mode == "adjoint-seminorm" else None
+                # adjoint_options replace options for the reverse solve: keep step_size and
+                # the budget, or a fixed-step reverse solve takes one step per interval.
+                adjoint_options = dict(options, norm="seminorm") if grad_mode == "adjoint-seminorm" else None
                 ys = torchdiffeq.odeint_adjoint(
                     f, y0, ts, rtol=rtol, atol=atol, method=native, options=options,
                     adjoint_options=adjoint_options,

@@ -71,3 +71,22 @@ def test_callbacks_do_not_leak_onto_the_users_module():
     PLUGIN.odeint(f, torch.ones(1, 2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
                   method="dopri5")
     assert "callback_step" not in vars(f)
+
+
+def test_seminorm_reverse_solve_keeps_the_step_size():
+    """adjoint_options replace options in torchdiffeq: the step size must travel with the norm."""
+    counter = NFECounter()
+    f = CountingField(MLPField(SPEC, mlp_weights(SPEC, 0), torch.float64), counter)
+    y0 = torch.ones(2, 2, dtype=torch.float64)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    grads = {}
+    for mode in ("adjoint", "adjoint-seminorm"):
+        counter.reset()
+        sol = PLUGIN.odeint(f, y0, ts, method="rk4", step_size=0.125, grad_mode=mode)
+        counter.phase = "bwd"
+        sol.ys[-1].sum().backward()
+        assert (counter.nfe_fwd, counter.nfe_bwd) == (32, 32), mode
+        grads[mode] = [p.grad.clone() for p in f.parameters()]
+        f.zero_grad()
+    for a, b in zip(grads["adjoint"], grads["adjoint-seminorm"]):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
