@@ -393,15 +393,18 @@ class DiffraxPlugin(SolverPlugin):
                     span = abs(float(ts[-1]) - float(ts[0]))
                     n_steps = math.ceil(span / float(step_size) * (1 - 1e-12)) + 1
                 except Exception:
-                    n_steps = max_steps
+                    # Traced times (inside jit): the count is unknown when the loop is built.
+                    # Sizing checkpoints by the budget would allocate max_steps states (3 GB
+                    # per solve was measured), so diffrax's default checkpointing is used.
+                    n_steps = None
             # diffrax solves in time * direction (always increasing), and the adjoint's
             # sub-solves run from each output time back to the previous one: dt0 < 0.
             back = dict(stepsize_controller=dfx.ConstantStepSize(), dt0=back_dt)
             tracked = False
             # The loop never runs longer than the grid, so size it (and diffrax's default
             # checkpoint count, ~sqrt(2 * max_steps)) by the grid, not by the budget.
-            loop_steps = min(max_steps, n_steps)
-            backprop_checkpoints = loop_steps
+            loop_steps = max_steps if n_steps is None else min(max_steps, n_steps)
+            backprop_checkpoints = None if n_steps is None else loop_steps
         else:
             pid = dfx.PIDController(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=dtmin is None)
             controller, dt0, back, tracked = P.Tracked(pid), None, {}, True
