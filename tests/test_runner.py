@@ -48,7 +48,8 @@ def test_unsupported_and_unavailable_are_rows(tmp_path):
 def test_solver_failure_is_a_row_not_an_abort(tmp_path):
     folder = write_suite(tmp_path / "s", iterations=2, methods=("dopri5", "rk4"), grads=("backprop",))
     toml = folder / "suite.toml"
-    # A step budget of 1 cannot integrate a window: max_steps, yet rk4 still runs.
+    # A step budget of 1 cannot integrate a window: max_steps, yet rk4 on the data grid
+    # (torchdiffeq budgets adaptive steps only) still runs.
     toml.write_text(toml.read_text().replace("[measure]", "[measure]\nmax_steps = 1"))
     records, _ = _run(folder, tmp_path)
     by = {r["method"]: r for r in records}
