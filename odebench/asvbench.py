@@ -42,7 +42,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from odebench.regress import METRICS, NOT_RUN, pick_profile, slim
+from odebench.records import METRICS, NOT_RUN, slim
+from odebench.suite import pick_profile
 
 #: bump when the meaning of a tracked figure changes (it is part of every benchmark's version).
 SCHEMA = 1
@@ -94,8 +95,9 @@ def _why_not(case) -> str | None:
 def run_cases(suite, cases, isolation: str = "inline") -> dict[str, dict[str, Any]]:
     """Run ``cases`` through the runner; slim record by case id."""
     from odebench import runner
+    from odebench.suite import load_suite
 
-    suite.config["measure"]["isolation"] = isolation
+    suite = load_suite(suite.path, suite.profile, {"measure.isolation": isolation})
     with tempfile.TemporaryDirectory(prefix="odebench-asv-") as tmp:
         records = runner.run(suite, cases, Path(tmp), runner.RunSpec(str(suite.path), suite.profile),
                              progress=False)
@@ -153,7 +155,7 @@ def make_benchmarks(folder: str | Path, module: str) -> dict[str, type]:
         return setup, track
 
     # The figures this workload records (all of them if it does not say).
-    columns = getattr(suite.workload, "COLUMNS", None) or list(METRICS)
+    columns = suite.workload.columns
     classes: dict[str, type] = {}
     for metric, (_kind, unit, cls_name) in METRICS.items():
         if metric not in columns:

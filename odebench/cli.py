@@ -75,25 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Command-line flags that change a suite's settings → the setting they override.
+OVERRIDE_FLAGS = {"repeats": "measure.repeats", "timeout": "measure.timeout_s", "data_dir": "data.data_dir"}
+
+
+def overrides_from(args) -> dict[str, object]:
+    """The suite overrides the flags ask for, as dotted settings (see :func:`odebench.suite.load_suite`)."""
+    out: dict[str, object] = {}
+    for flag, setting in OVERRIDE_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None or value == "":
+            continue
+        if flag == "data_dir":
+            if not Path(value).is_dir():
+                raise UsageError(f"--data-dir {value!r} is not a folder")
+            value = str(Path(value).resolve())
+        out[setting] = value
+    return out
+
+
 def _load(args):
-    from odebench.suite import SuiteError, load_suite
+    from odebench.schema import SuiteError
+    from odebench.suite import load_suite
 
     try:
+        overrides = overrides_from(args)
         suite = load_suite(args.suite, args.profile)
-        if args.repeats is not None:
-            if args.repeats < 1:
-                raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
-            suite.config["measure"]["repeats"] = args.repeats
-        if getattr(args, "data_dir", None):
-            if "data" not in suite.config:
-                raise UsageError(f"--data-dir: suite {suite.name!r} reads no dataset")
-            if not Path(args.data_dir).is_dir():
-                raise UsageError(f"--data-dir {args.data_dir!r} is not a folder")
-            suite.config["data"]["data_dir"] = str(Path(args.data_dir).resolve())
-        if args.timeout is not None:
-            if args.timeout <= 0:
-                raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
-            suite.config["measure"]["timeout_s"] = args.timeout
+        if "data.data_dir" in overrides and "data" not in suite.config:
+            raise UsageError(f"--data-dir: suite {suite.name!r} reads no dataset")
+        if overrides:
+            suite = load_suite(args.suite, args.profile, overrides)
         seeds = None
         if args.seed:
             try:
@@ -102,8 +113,11 @@ def _load(args):
                 raise UsageError(f"--seed takes integers, got {','.join(args.seed)!r}") from None
         cases = suite.cases(plugins=args.plugin, methods=args.method, grad_modes=args.grad, seeds=seeds,
                             devices=args.device)
+        # The data the cases will read is checked now, before the run folder exists.
+        suite.workload.preflight(suite.config)
     except SuiteError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc).replace("measure.repeats", "--repeats (measure.repeats)")
+                         .replace("measure.timeout_s", "--timeout (measure.timeout_s)")) from None
     _check_plugins(args.plugin or [])
     return suite, cases
 
@@ -120,12 +134,13 @@ def _check_plugins(names: list[str]) -> None:
 
 def cmd_run(args) -> int:
     from odebench import registry, report, runner
+    from odebench.records import RUN_INFO
 
     if args.resume:
         run_dir = Path(args.resume)
-        info_path = run_dir / runner.RUN_INFO
+        info_path = run_dir / RUN_INFO
         if not info_path.is_file():
-            raise UsageError(f"--resume {args.resume!r}: not a run folder (no {runner.RUN_INFO})")
+            raise UsageError(f"--resume {args.resume!r}: not a run folder (no {RUN_INFO})")
         info = json.loads(info_path.read_text())
         if args.suite and Path(args.suite).resolve() != Path(info["suite_path"]).resolve():
             raise UsageError(f"--resume {args.resume!r} is a run of {info['suite_path']!r}, not {args.suite!r}")
@@ -133,9 +148,12 @@ def cmd_run(args) -> int:
         args.suite, args.profile = info["suite_path"], info["profile"]
         args.plugin, args.method, args.grad = f.get("plugin"), f.get("method"), f.get("grad_mode")
         args.seed, args.device = f.get("seed"), f.get("device")
-        args.repeats = info["overrides"].get("repeats", args.repeats)
-        args.timeout = info["overrides"].get("timeout_s", args.timeout)
-        args.data_dir = info["overrides"].get("data_dir", args.data_dir)
+        saved = info["overrides"]
+        for flag, setting in OVERRIDE_FLAGS.items():
+            # run.json of older runs keys the overrides by the setting's last part.
+            value = saved.get(setting, saved.get(setting.split(".")[1]))
+            if value is not None:
+                setattr(args, flag, value)
     elif not args.suite:
         raise UsageError("odebench run: give a suite folder (e.g. suites/spiral) or --resume RUN_DIR")
     suite, cases = _load(args)
@@ -145,8 +163,7 @@ def cmd_run(args) -> int:
         suite_path=str(Path(args.suite)), profile=suite.profile,
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,
                  "seed": args.seed, "device": args.device},
-        overrides={k: v for k, v in (("repeats", args.repeats), ("timeout_s", args.timeout),
-                                     ("data_dir", getattr(args, "data_dir", None))) if v is not None})
+        overrides=overrides_from(args))
     run_dir = Path(args.resume) if args.resume else runner.new_run_dir(Path(args.results), suite.name)
     unavailable = sorted({c.plugin for c in cases if registry.entry(c.plugin).available()})
     if not args.no_progress:
@@ -167,7 +184,8 @@ def cmd_run(args) -> int:
 
 def cmd_list(args) -> int:
     from odebench import registry
-    from odebench.suite import SuiteError, load_suite
+    from odebench.schema import SuiteError
+    from odebench.suite import load_suite
 
     plugins = registry.describe_all()
     suites = []
@@ -201,7 +219,7 @@ def cmd_report(args) -> int:
 
     run_dir = Path(args.run_dir)
     if run_dir.is_file():  # a pytest-benchmark --benchmark-json file
-        from odebench.regress import is_pytest_benchmark_json, pytest_benchmark_table
+        from odebench.tables import is_pytest_benchmark_json, pytest_benchmark_table
 
         if not is_pytest_benchmark_json(run_dir):
             raise UsageError(f"{args.run_dir!r} is not a pytest-benchmark JSON file nor a run folder")

@@ -153,6 +153,58 @@ def saved_tensor_bytes() -> Iterator[dict[str, int]]:
         yield out
 
 
+# --------------------------------------------------------------------------- allocator (glibc)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: glibc's largest dynamic mmap threshold on 64-bit (32 MiB): what a steady training loop reaches.
+_STEADY_MMAP_THRESHOLD = 32 * 2**20
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def set_mmap_threshold(nbytes: int) -> bool:
+    """Pin glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to ``nbytes``.
+
+    Called before the case allocates anything big: every buffer of at least ``nbytes``
+    then gets its own mapping, unmapped on free, so the resident set follows the live
+    buffers. (glibc's default raises the threshold to the largest buffer freed so far, so
+    freed buffers stay resident in the heap and are reused: the peak over a pass after
+    warm-up would shrink towards zero, or grow with fragmentation.) Returns False where it
+    cannot be set (not glibc, or ``nbytes`` is 0).
+    """
+    libc = _libc()
+    if not nbytes or libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(nbytes))) and bool(libc.mallopt(_M_TRIM_THRESHOLD,
+                                                                                   int(nbytes)))
+
+
+def release_mmap_threshold() -> None:
+    """Undo :func:`set_mmap_threshold` for the timed passes: buffers up to 32 MiB come from the
+    heap and are reused, as in glibc's steady state (its dynamic threshold cannot be restored)."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _STEADY_MMAP_THRESHOLD)
+
+
+def trim_heap() -> None:
+    """Return the heap's free pages to the system (``malloc_trim(0)``), so reusing them counts."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 # --------------------------------------------------------------------------- NFE
 @dataclass
 class NFECounter:

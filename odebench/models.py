@@ -7,6 +7,7 @@ a JAX model built from the same spec and seed start from bit-identical float64 v
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,3 +61,26 @@ def mlp_weights(spec: MLPSpec, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
         b = np.full((n_out,), spec.bias, dtype=np.float64)
         layers.append((w, b))
     return layers
+
+
+def convnet_weights(channels: int, seed: int) -> dict[str, list[np.ndarray]]:
+    """Initial weights of the ODE-Net dynamics block, drawn once in numpy for every framework.
+
+    The two 3×3 convs (``channels + 1`` inputs: the time channel) as torch's default
+    ``Conv2d`` init draws them, ``U(-1/√fan_in, 1/√fan_in)`` for weight and bias; the three
+    GroupNorms start at weight 1, bias 0.
+
+    Returns:
+        ``{"convs": [W1, b1, W2, b2], "norms": [g1, b1, g2, b2, g3, b3]}`` as float64,
+        ``W`` shaped ``(out, in, 3, 3)``.
+    """
+    rng = np.random.default_rng([seed, 6])
+    bound = 1.0 / math.sqrt((channels + 1) * 9)
+    convs = []
+    for _ in range(2):
+        convs.append(rng.uniform(-bound, bound, size=(channels, channels + 1, 3, 3)))
+        convs.append(rng.uniform(-bound, bound, size=(channels,)))
+    norms = []
+    for _ in range(3):
+        norms += [np.ones(channels), np.zeros(channels)]
+    return {"convs": convs, "norms": norms}

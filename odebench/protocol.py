@@ -9,6 +9,7 @@ failed solve is a value, not an exception.
 
 from __future__ import annotations
 
+import abc
 import enum
 import importlib.metadata
 import importlib.util
@@ -93,7 +94,26 @@ class UnsupportedError(ValueError):
     """A method / grad mode / device the plugin does not declare."""
 
 
-class SolverPlugin:
+class SolveFailed(RuntimeError):
+    """A solve ended with a non-ok :class:`Status`; raised where a status cannot be returned.
+
+    A plugin returns failures in :attr:`Solution.status`; code that needs the trajectory to
+    go on (a trainer's loss, a backward pass through a black-box adjoint) raises this
+    instead, and the harness turns it back into the record's status (see
+    :func:`odebench.failures.classify`).
+
+    Arguments:
+        status: how the solve ended.
+        message: one line saying why.
+    """
+
+    def __init__(self, status: Status, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = Status(status)
+        self.message = message
+
+
+class SolverPlugin(abc.ABC):
     """Base class of every solver plugin. Subclasses set the class attributes.
 
     Class attributes (capabilities, as data):
@@ -175,6 +195,7 @@ class SolverPlugin:
         return method in self.fixed_step_methods
 
     # -- solving ---------------------------------------------------------------
+    @abc.abstractmethod
     def odeint(
         self,
         f: Any,
@@ -208,10 +229,57 @@ class SolverPlugin:
         Raises:
             UnsupportedError: for an undeclared method or grad mode.
         """
-        raise NotImplementedError
 
     def check(self, method: str, grad_mode: str, device: str = "cpu") -> None:
         """Raise :class:`UnsupportedError` unless the combination is declared."""
         reason = self.unsupported_reason(method, grad_mode, device)
         if reason:
             raise UnsupportedError(reason)
+
+
+class JaxSolverPlugin(SolverPlugin):
+    """A JAX plugin: besides :meth:`odeint`, a traceable core the JAX backend jits.
+
+    The JAX backend builds one compiled training step (solve, loss, gradient, update), so
+    it cannot call :meth:`odeint`, whose status is a Python value. It calls :meth:`solve`
+    inside ``jax.jit`` and reads the outcome afterwards through :meth:`status`,
+    :meth:`message` and :meth:`to_stats`. NFE is counted by the harness, which wraps the
+    vector field (:func:`odebench.backends.jax.counted`); :meth:`counts_vjp` says whether
+    that wrapper may count vector-Jacobian products for a method (it is a ``custom_vjp``,
+    which forward-mode autodiff — implicit methods' Jacobians — cannot go through).
+
+    Every method below is abstract: a subclass that misses one cannot be instantiated, and
+    :func:`odebench.registry.register` refuses it with a message naming what is missing.
+    """
+
+    framework: ClassVar[str] = "jax"
+
+    @abc.abstractmethod
+    def solve(self, f: Any, y0: Any, ts: Any, *, method: str, rtol: float = 1e-7, atol: float = 1e-9,
+              step_size: float | None = None, grad_mode: str = "backprop",
+              max_steps: int = 100_000) -> tuple[Any, Any, Any]:
+        """Integrate ``dy/dt = f(t, y)``, traceably (every keyword is static).
+
+        Arguments: as :meth:`SolverPlugin.odeint`.
+
+        Returns:
+            ``(ys, code, stats)``: the trajectory at ``ts`` (differentiable by JAX for the
+            declared grad modes), an integer array the plugin's :meth:`status` decodes, and
+            a pytree of statistics its :meth:`to_stats` reads.
+        """
+
+    @abc.abstractmethod
+    def status(self, code: Any) -> Status:
+        """The :class:`Status` of a concrete ``code`` returned by :meth:`solve`."""
+
+    @abc.abstractmethod
+    def message(self, status: Status, max_steps: int) -> str:
+        """One line explaining a non-ok ``status`` (empty for ok)."""
+
+    @abc.abstractmethod
+    def to_stats(self, stats: Any) -> SolveStats:
+        """Concrete :meth:`solve` statistics as a :class:`SolveStats`."""
+
+    @abc.abstractmethod
+    def counts_vjp(self, method: str) -> bool:
+        """Whether the harness's counting wrapper may count VJPs through the field for ``method``."""

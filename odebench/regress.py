@@ -51,24 +51,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: record field → (kind, unit, asv class name), for every workload: a figure a workload does not
-#: record is left out. Kinds ``count``, ``bytes`` and ``error`` are gated; ``timing`` (timings and
-#: measured memory) is only reported.
-METRICS: dict[str, tuple[str, str, str]] = {
-    "nfe_fwd": ("count", "evaluations", "NFEForward"),
-    "nfe_bwd": ("count", "evaluations", "NFEBackward"),
-    "steps": ("count", "steps", "Steps"),
-    "final_mse": ("error", "mse", "FinalError"),            # train workload (spiral)
-    "test_error_pct": ("error", "percent", "TestError"),    # mnist workload
-    "saved_bytes": ("bytes", "bytes", "SavedBytes"),
-    "s_per_iter": ("timing", "seconds", "SecondsPerIteration"),
-    "s_per_batch": ("timing", "seconds", "SecondsPerBatch"),
-    "peak_rss_bytes": ("timing", "bytes", "PeakRSS"),
-    "peak_bytes": ("timing", "bytes", "PeakBytes"),         # memory workload (GPU where run on one)
-}
+from odebench.records import METRICS, NOT_RUN, read_records, slim
+from odebench.suite import pick_profile
+from odebench.tables import _fmt, _num
+
 GATED_KINDS = ("count", "bytes", "error")
-#: statuses that say a case cannot run here, not that it broke.
-NOT_RUN = ("unavailable", "unsupported")
 EXIT_OK, EXIT_REGRESSION = 0, 1
 
 
@@ -155,18 +142,6 @@ class Comparison:
     @property
     def exit_code(self) -> int:
         return EXIT_REGRESSION if self.regressions and not self.accepted else EXIT_OK
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _fmt(x: Any) -> str:
-    if not _num(x):
-        return "–" if x is None else str(x)
-    if float(x).is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    return f"{x:.6g}"
 
 
 def _seedless(case_id: str) -> str:
@@ -317,12 +292,14 @@ for job in spec["suites"]:
     run_dir = Path(job["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        suite = load_suite(job["suite_dir"], job["profile"])
-        m = suite.config["measure"]
-        if spec["isolation"]:
-            m["isolation"] = spec["isolation"]
-        if spec["threads"] is not None:
-            m["threads"] = spec["threads"]
+        overrides = {k: v for k, v in (("measure.isolation", spec["isolation"]),
+                                       ("measure.threads", spec["threads"])) if v is not None}
+        try:
+            suite = load_suite(job["suite_dir"], job["profile"], overrides)
+        except TypeError:  # a tree from before load_suite took overrides: set them by hand
+            suite = load_suite(job["suite_dir"], job["profile"])
+            for key, value in overrides.items():
+                suite.config["measure"][key.split(".")[1]] = value
         plugins = spec["plugins"]
         if plugins is not None:
             plugins = [p for p in plugins if p in suite.config["matrix"]["plugin"]]
@@ -415,18 +392,6 @@ def suite_names(tree: Path, suites_dir: str = "suites") -> dict[str, Path]:
     return {p.parent.name: p.parent for p in sorted(root.glob("*/suite.toml"))} if root.is_dir() else {}
 
 
-#: The small profile the benchmarks and the check run, first found: a suite's dedicated ``asv``
-#: profile, its ``smoke`` profile (seconds, for tests), its ``quick`` one (minutes), else the base.
-PROFILE_PREFERENCE = ("asv", "smoke", "quick")
-
-
-def pick_profile(suite_dir: Path) -> str:
-    """The small profile of a suite folder (see :data:`PROFILE_PREFERENCE`)."""
-    text = (suite_dir / "suite.toml").read_text()
-    profiles = tomllib.loads(text).get("profiles", {})
-    return next((p for p in PROFILE_PREFERENCE if p in profiles), "default")
-
-
 def _fingerprint() -> dict[str, Any]:
     import importlib.metadata as md
     import platform
@@ -438,14 +403,6 @@ def _fingerprint() -> dict[str, Any]:
         except md.PackageNotFoundError:
             libs[dist] = None
     return {"python": sys.version, "machine": platform.machine(), "libs": libs}
-
-
-SLIM_KEYS = ("case_id", "status", "message", "case_wall_s", *METRICS)
-
-
-def slim(record: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a record the check compares (drops histories and snapshots)."""
-    return {k: record.get(k) for k in SLIM_KEYS}
 
 
 @dataclass
@@ -515,7 +472,7 @@ def measure_tree(tree: Tree, work: Path, opts: Options, profiles: dict[str, str]
         raise
     for job in jobs:
         run_dir = Path(job["run_dir"])
-        records = _read_jsonl(run_dir / "records.jsonl")
+        records = read_records(run_dir)
         error = (run_dir / "error.txt").read_text() if (run_dir / "error.txt").is_file() else ""
         done = (run_dir / "done").is_file()
         if error or not done:
@@ -531,18 +488,6 @@ def measure_tree(tree: Tree, work: Path, opts: Options, profiles: dict[str, str]
             keys[job["name"]].write_text(json.dumps(out[job["name"]]))
     log(f"[{tree.label}] {sum(len(out[j['name']]) for j in jobs)} cases in {time.perf_counter() - started:.0f} s")
     return out, notes
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
 
 
 def run_check(repo: Path, base_rev: str, head_rev: str, opts: Options, thresholds: Thresholds,
@@ -641,40 +586,3 @@ def main(args: argparse.Namespace) -> int:
                                                             for f in comp.findings],
                                                "notes": comp.notes}, indent=2, default=str))
     return comp.exit_code
-
-
-# ------------------------------------------------------------------------------ pytest-benchmark JSON
-
-def is_pytest_benchmark_json(path: Path) -> bool:
-    """Whether ``path`` is a pytest-benchmark ``--benchmark-json`` file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "benchmarks" in data and "machine_info" in data
-
-
-def pytest_benchmark_table(path: Path) -> str:
-    """A pytest-benchmark JSON file as a markdown table: per benchmark median and IQR, and per step."""
-    import pandas as pd
-
-    data = json.loads(Path(path).read_text())
-    rows = []
-    for b in data["benchmarks"]:
-        st, info = b.get("stats", {}), b.get("extra_info", {})
-        steps = info.get("steps")
-        med = st.get("median")
-        rows.append({"benchmark": b.get("name", "?"), "plugin": info.get("plugin", ""),
-                     "method": info.get("method", ""), "mode": info.get("mode", ""),
-                     "median ms": _ms(med), "IQR ms": _ms(st.get("iqr")), "rounds": st.get("rounds"),
-                     "steps": _fmt(steps), "NFE-F": _fmt(info.get("nfe_fwd")),
-                     "µs/step": f"{med / steps * 1e6:.1f}" if _num(med) and _num(steps) and steps else "–"})
-    head = (f"pytest-benchmark {data.get('version', '?')}, {data.get('datetime', '?')}, "
-            f"{data.get('machine_info', {}).get('cpu', {}).get('brand_raw', '?')}, "
-            f"commit {data.get('commit_info', {}).get('id', '?')[:10]}")
-    table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else "(no benchmarks)"
-    return head + "\n\n" + table
-
-
-def _ms(x: Any) -> str:
-    return f"{x * 1e3:.3f}" if _num(x) else "–"

@@ -11,53 +11,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from odebench.runner import read_records
-from odebench.workloads import get_workload
-
-#: Columns every record has, whatever its workload; the workload's ``COLUMNS`` follow.
-CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework", "plugin_version", "method",
-                "grad_mode", "rtol", "atol", "seed", "device"]
-OUTCOME_COLUMNS = ["status", "message", "case_wall_s"]
+from odebench.records import NOT_RUN, not_run, read_records
+from odebench.records import to_frame as records_frame
+from odebench.registry import get_workload
+from odebench.tables import UNSTABLE, UNSTABLE_NOTE
+from odebench.workload import Workload
 
 
-def workload_of(records: list[dict[str, Any]]):
-    return get_workload(records[0].get("workload", "train"))
+def workload_of(records: list[dict[str, Any]]) -> Workload:
+    """The workload that wrote ``records`` (``train`` for records older than the field)."""
+    return get_workload(records[0].get("workload") or "train")
 
 
 def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record: the case, the workload's axes, the outcome, the workload's columns."""
-    workload = workload_of(records)
-    columns = CASE_COLUMNS + list(workload.AXES) + OUTCOME_COLUMNS + list(workload.COLUMNS)
-    df = pd.DataFrame([{c: r.get(c) for c in columns} for r in records], columns=columns)
-    for col in ("rtol", "atol", "case_wall_s"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
-
-
-def fmt(x: Any, spec: str) -> str:
-    """``format(x, spec)``, or an en dash for a missing or non-finite value."""
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "–"
-    return format(x, spec)
-
-
-def groups(df: pd.DataFrame, keys: list[str]):
-    """Yield ``(key, group, ok_rows, status_text)`` per group of ``keys`` (missing tolerances kept)."""
-    keyed = df.assign(rtol=df["rtol"].fillna(-1), atol=df["atol"].fillna(-1))
-    for key, g in keyed.groupby(keys, sort=False, dropna=False):
-        ok = g[g["status"] == "ok"]
-        status = ", ".join(f"{s}×{n}" if n > 1 else s for s, n in g["status"].value_counts().items())
-        msg = next((m for m in g["message"] if isinstance(m, str) and m), "")
-        if status != "ok" and msg:
-            status += f" ({msg[:70]})"
-        yield key, g, ok, status
-
-
-#: Statuses of cases that never ran: listed under "Not run", not in the summary table.
-NOT_RUN = ("unsupported", "unavailable")
+    """One row per record (see :func:`odebench.records.to_frame`), for the records' workload."""
+    return records_frame(records, workload_of(records))
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,15 +38,13 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return get_workload(ran["workload"].iloc[0] or "train").summary(ran)
 
 
-def not_run(df: pd.DataFrame) -> list[str]:
-    """Markdown bullets: the cases that did not run, grouped by plugin and reason."""
-    skipped = df[df["status"].isin(NOT_RUN)]
-    lines = []
-    for (plugin, status, message), g in skipped.groupby(["plugin", "status", "message"], sort=False,
-                                                         dropna=False):
-        combos = ", ".join(dict.fromkeys(f"{m}/{gm}" for m, gm in zip(g["method"], g["grad_mode"])))
-        lines.append(f"- **{plugin}** {status}: {combos} — {message}")
-    return lines
+def summary_markdown(df: pd.DataFrame) -> str:
+    """The summary table as markdown, or one line saying that no case ran (and where to look)."""
+    table = summary(df)
+    if table.empty:
+        return (f"No case ran: all {len(df)} selected cases are unsupported or unavailable here "
+                "(see Not run).")
+    return table.to_markdown(index=False)
 
 
 def render(run_dir: str | Path) -> Path:
@@ -103,22 +71,34 @@ def render(run_dir: str | Path) -> Path:
     info = _read_json(run_dir / "run.json")
     env = _read_json(run_dir / "env.json")
     libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v)
+    table = summary_markdown(df)
     lines = [f"# odebench report: {records[0].get('suite', '?')} ({info.get('profile', '?')} profile)", "",
              f"- run: `{run_dir.name}`, {len(records)} cases, {sum(r['status'] == 'ok' for r in records)} ok",
-             f"- machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores; "
+             f"- machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores; threads per case: "
+             f"{_threads(records, env)}; "
              f"python {env.get('python', '?')}; {libs}",
              f"- commit: `{env.get('git_commit') or 'unknown'}`; command: `{env.get('command', '')}`",
              f"- wall time of all cases: {sum(r.get('case_wall_s') or 0 for r in records):.1f} s", "",
-             "## Summary", "", workload.SUMMARY_NOTE, "", summary(df).to_markdown(index=False), ""]
+             "## Summary", "", workload.summary_note, "", table, ""]
+    if UNSTABLE in table:
+        lines += [UNSTABLE_NOTE, ""]
     skipped = not_run(df)
     if skipped:
         lines += ["### Not run", "", *skipped, ""]
-    lines += workload.sections(records, _suite_config(info))
+    lines += workload.sections_md(records, _suite_config(info))
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _threads(records: list[dict[str, Any]], env: dict[str, Any]) -> str:
+    """The torch threads the cases ran with (from their records), else the run's setting."""
+    seen = sorted({r["torch_threads"] for r in records if isinstance(r.get("torch_threads"), int)})
+    if seen:
+        return "torch " + "/".join(map(str, seen))
+    return str(env.get("case_threads", "?"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -130,9 +110,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _suite_config(info: dict[str, Any]) -> dict[str, Any]:
     """The run's suite settings, re-read from its suite file when it is still there."""
-    from odebench.suite import SuiteError, load_suite
+    from odebench.schema import SuiteError
+    from odebench.suite import load_suite
 
     try:
         return load_suite(info["suite_path"], info.get("profile")).config
-    except (KeyError, SuiteError):
+    except (KeyError, TypeError, SuiteError):
         return {}

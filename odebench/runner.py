@@ -26,10 +26,8 @@ from typing import Any
 
 from odebench import registry
 from odebench.protocol import Status
+from odebench.records import RECORDS, RUN_INFO, append_record, read_records, repair_records
 from odebench.suite import Case, Suite
-
-RECORDS = "records.jsonl"
-RUN_INFO = "run.json"
 
 
 class RunError(ValueError):
@@ -62,47 +60,6 @@ def new_run_dir(results: Path, suite_name: str) -> Path:
         except FileExistsError:
             continue
     raise RunError(f"could not create a run directory under {base}")
-
-
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Every complete record of a run; a final line cut off by a kill is ignored."""
-    path = Path(run_dir) / RECORDS
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a partial line written when the process was killed
-    return records
-
-
-def _repair(path: Path) -> None:
-    """Drop a trailing partial line so appends start on a fresh line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data[: data.rfind(b"\n") + 1]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(keep)
-        os.replace(tmp, path)
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record, default=_jsonable) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
 
 
 def _device_reason(device: str) -> str | None:
@@ -234,11 +191,15 @@ def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume
         if not info_path.exists():
             raise RunError(f"{run_dir} is not an odebench run (no {RUN_INFO}); valid: a folder made by "
                            "`odebench run`")
-        _repair(rec_path)
+        repair_records(rec_path)
     else:
         info_path.write_text(json.dumps(spec.to_dict() | {"suite": suite.name,
                                                           "cases": [c.id for c in cases]}, indent=2))
-        (run_dir / "env.json").write_text(json.dumps(environment(argv), indent=2))
+        env = environment(argv)
+        # The driver's own thread count is not what the cases use: record the setting they run under
+        # (each record also carries the torch threads its process really had).
+        env["case_threads"] = suite.config["measure"]["threads"] or "framework default"
+        (run_dir / "env.json").write_text(json.dumps(env, indent=2))
     done = {r["case_id"] for r in read_records(run_dir)}
     todo = [c for c in cases if c.id not in done]
     bar = _Progress(len(cases), len(cases) - len(todo), progress)
@@ -257,7 +218,7 @@ def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume
             outcome.setdefault("case_wall_s", time.perf_counter() - started)
             record = (case.to_dict() | _plugin_meta(case.plugin)
                       | {"workload": suite.config["suite"]["workload"], "profile": suite.profile} | outcome)
-            _append(rec_path, record)
+            append_record(rec_path, record)
             bar.finish(case, record)
     finally:
         bar.close()

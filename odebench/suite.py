@@ -9,7 +9,6 @@ key or value and the valid choices.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import tomllib
@@ -17,16 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odebench import registry
 from odebench.protocol import DEVICES, FIXED_METHODS, GRAD_MODES, METHODS
+from odebench.schema import SuiteError, check_section, check_value, choices, merge
+from odebench.workload import Workload
 
-
-class SuiteError(ValueError):
-    """A suite file or a command-line filter is invalid (message is one line)."""
-
-
-# A field spec: (type, constraint). Constraint is a tuple of choices, "pos" (> 0),
-# "nonneg" (>= 0), or None. Lists are checked element-wise.
-_INT, _FLOAT, _STR, _BOOL = int, float, str, bool
+_INT, _FLOAT, _STR = int, float, str
 ISOLATION = ("process", "inline")
 DTYPES = ("float32", "float64")
 
@@ -54,50 +49,6 @@ COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "matrix": {"seed": [0], "device": ["cpu"], "tolerances": [{"rtol": 1e-7, "atol": 1e-9}], "include": []},
     "paper": {"source": "", "rows": []},
 }
-
-
-def _choices(options) -> str:
-    return ", ".join(str(o) for o in options)
-
-
-def _check_value(where: str, value: Any, typ: Any, constraint: Any) -> Any:
-    if isinstance(typ, list):
-        must_fill = where.startswith("matrix.") and where != "matrix.include"
-        if not isinstance(value, list) or (not value and must_fill):
-            raise SuiteError(f"{where} must be a {'non-empty ' if must_fill else ''}list, got {value!r}")
-        return [_check_value(f"{where}[{i}]", v, typ[0], constraint) for i, v in enumerate(value)]
-    if typ is _FLOAT and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if typ is _INT and isinstance(value, bool) or not isinstance(value, typ):
-        raise SuiteError(f"{where} must be {typ.__name__}, got {value!r}")
-    if isinstance(constraint, tuple) and value not in constraint:
-        raise SuiteError(f"unknown value {value!r} for {where}; valid: {_choices(constraint)}")
-    if constraint == "pos" and not value > 0:
-        raise SuiteError(f"{where} must be positive, got {value!r}")
-    if constraint == "nonneg" and not value >= 0:
-        raise SuiteError(f"{where} must not be negative, got {value!r}")
-    return value
-
-
-def _check_section(name: str, section: Any, schema: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
-    if not isinstance(section, dict):
-        raise SuiteError(f"[{name}] must be a table, got {section!r}")
-    out = {}
-    for key, value in section.items():
-        if key not in schema:
-            raise SuiteError(f"unknown key {key!r} in [{name}]; valid: {_choices(schema)}")
-        out[key] = _check_value(f"{name}.{key}", value, *schema[key])
-    return out
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 @dataclass(frozen=True)
@@ -143,14 +94,9 @@ class Suite:
     profiles: list[str] = field(default_factory=list)
 
     @property
-    def workload(self):
-        """The workload module that runs this suite's cases."""
-        from odebench.workloads import get_workload
-
-        return get_workload(self.config["suite"]["workload"])
-
-    def section(self, name: str) -> dict[str, Any]:
-        return self.config[name]
+    def workload(self) -> Workload:
+        """The workload that runs this suite's cases."""
+        return registry.get_workload(self.config["suite"]["workload"])
 
     def cases(self, *, plugins=None, methods=None, grad_modes=None, seeds=None, devices=None) -> list[Case]:
         """The matrix, narrowed by the filters (each None or a list of values in the matrix).
@@ -164,7 +110,7 @@ class Suite:
             SuiteError: for a filter value that is not in the suite's matrix.
         """
         m = self.config["matrix"]
-        names = ["plugin", "method", "grad_mode", "seed", "device", *self.workload.AXES]
+        names = ["plugin", "method", "grad_mode", "seed", "device", *self.workload.axes]
         base = {k: m[k] for k in names}
         blocks = [base] + [base | {k: v if isinstance(v, list) else [v] for k, v in inc.items()}
                            for inc in m["include"]]
@@ -176,7 +122,7 @@ class Suite:
                 if v not in allowed:
                     flag = {"grad_mode": "grad"}.get(key, key)
                     raise SuiteError(f"--{flag} {v!r} is not in suite {self.name!r}'s matrix "
-                                     f"(profile {self.profile!r}); valid: {_choices(dict.fromkeys(allowed))}")
+                                     f"(profile {self.profile!r}); valid: {choices(dict.fromkeys(allowed))}")
         out: list[Case] = []
         seen: set[str] = set()
         for block in blocks:
@@ -199,20 +145,19 @@ def schema_for(workload_name: str) -> tuple[dict, dict, tuple[str, ...]]:
     Raises:
         SuiteError: for an unknown workload (lists the valid ones).
     """
-    from odebench.workloads import WORKLOADS, get_workload
-
-    if workload_name not in WORKLOADS:
-        raise SuiteError(f"unknown value {workload_name!r} for suite.workload; valid: {_choices(WORKLOADS)}")
-    w = get_workload(workload_name)
+    names = registry.workload_names()
+    if workload_name not in names:
+        raise SuiteError(f"unknown value {workload_name!r} for suite.workload; valid: {choices(names)}")
+    w = registry.get_workload(workload_name)
     # A workload may add keys to a common section (e.g. measure.fairness_steps) or add sections.
     schema = {k: dict(v) for k, v in COMMON_SCHEMA.items()}
-    for name, keys in w.SECTIONS.items():
+    for name, keys in w.sections.items():
         schema[name] = schema.get(name, {}) | keys
-    schema["matrix"] = schema["matrix"] | w.AXES
+    schema["matrix"] = schema["matrix"] | w.axes
     defaults = {k: dict(v) for k, v in COMMON_DEFAULTS.items()}
-    for name, values in w.DEFAULTS.items():
+    for name, values in w.defaults.items():
         defaults[name] = defaults.get(name, {}) | values
-    return schema, defaults, _COMMON_REQUIRED + tuple(w.REQUIRED)
+    return schema, defaults, _COMMON_REQUIRED + tuple(w.required)
 
 
 def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
@@ -221,16 +166,16 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     schema_all, defaults, required = schema_for(workload)
     for key in raw:
         if key not in schema_all:
-            raise SuiteError(f"unknown section [{key}] in {where}; valid: {_choices(list(schema_all))}")
-        _check_section(key, raw[key], schema_all[key])  # a typo is reported before a missing section
+            raise SuiteError(f"unknown section [{key}] in {where}; valid: {choices(list(schema_all))}")
+        check_section(key, raw[key], schema_all[key])  # a typo is reported before a missing section
     for key in required:
         if key not in raw:
             raise SuiteError(f"{where} has no [{key}] section")
     config = {}
     for name, schema in schema_all.items():
-        section = _merge(defaults.get(name, {}), raw.get(name, {}))
-        config[name] = _check_section(name, section, schema)
-    for axis in get_workload_axes(workload):
+        section = merge(defaults.get(name, {}), raw.get(name, {}))
+        config[name] = check_section(name, section, schema)
+    for axis in registry.get_workload(workload).axes:
         if axis not in config["matrix"]:
             raise SuiteError(f"{where}: [matrix] has no {axis!r} (the {workload} workload needs it)")
     matrix_schema = schema_all["matrix"]
@@ -238,8 +183,8 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
         for key, value in inc.items():
             if key in ("tolerances", "include") or key not in matrix_schema:
                 axes = [k for k in matrix_schema if k not in ("tolerances", "include")]
-                raise SuiteError(f"unknown key {key!r} in matrix.include[{i}]; valid: {_choices(axes)}")
-            _check_value(f"matrix.include[{i}].{key}", value if isinstance(value, list) else [value],
+                raise SuiteError(f"unknown key {key!r} in matrix.include[{i}]; valid: {choices(axes)}")
+            check_value(f"matrix.include[{i}].{key}", value if isinstance(value, list) else [value],
                          *matrix_schema[key])
     for i, tol in enumerate(config["matrix"]["tolerances"]):
         for key in tol:
@@ -248,49 +193,11 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
         for key in _TOL_KEYS:
             if key not in tol:
                 raise SuiteError(f"matrix.tolerances[{i}] has no {key!r}")
-            _check_value(f"matrix.tolerances[{i}].{key}", tol[key], _FLOAT, "pos")
+            check_value(f"matrix.tolerances[{i}].{key}", tol[key], _FLOAT, "pos")
     if "name" not in config["suite"]:
         raise SuiteError(f"{where}: [suite] has no 'name'")
-    from odebench.workloads import get_workload
-
-    get_workload(workload).validate(config, where)
+    registry.get_workload(workload).validate(config, where)
     return config
-
-
-def get_workload_axes(workload: str) -> list[str]:
-    from odebench.workloads import get_workload
-
-    return list(get_workload(workload).AXES)
-
-
-def check_problem_and_model(config: dict[str, dict[str, Any]], where: str) -> None:
-    """Cross-checks of the ``train`` workload: problem name and params, model, training."""
-    from odebench.models import ACTIVATIONS
-    from odebench.problems import PROBLEMS
-
-    prob = config["problem"]
-    if "name" not in prob:
-        raise SuiteError(f"{where}: [problem] has no 'name'; valid: {_choices(PROBLEMS)}")
-    if prob["name"] not in PROBLEMS:
-        raise SuiteError(f"unknown problem {prob['name']!r}; valid: {_choices(PROBLEMS)}")
-    fields = [f.name for f in dataclasses.fields(PROBLEMS[prob["name"]]) if not f.name.startswith("_")]
-    for key in prob["params"]:
-        if key not in fields:
-            raise SuiteError(f"unknown key {key!r} in problem.params for {prob['name']!r}; "
-                             f"valid: {_choices(fields)}")
-    if config["model"].get("activation") not in ACTIVATIONS:
-        raise SuiteError(f"unknown value {config['model'].get('activation')!r} for model.activation; "
-                         f"valid: {_choices(ACTIVATIONS)}")
-    if "sizes" not in config["model"]:
-        raise SuiteError(f"{where}: [model] has no 'sizes'")
-    train = config["training"]
-    for key in ("lr", "iterations", "batch_size", "batch_time"):
-        if key not in train:
-            raise SuiteError(f"{where}: [training] has no {key!r}")
-    for snap in train["snapshots"]:
-        if snap > train["iterations"]:
-            raise SuiteError(f"training.snapshots has {snap}, beyond training.iterations = "
-                             f"{train['iterations']}")
 
 
 def suite_file(path: str | Path) -> Path:
@@ -307,13 +214,37 @@ def suite_file(path: str | Path) -> Path:
     return p
 
 
-def load_suite(path: str | Path, profile: str | None = None) -> Suite:
-    """Read, merge the profile into, and validate a suite.
+def parse_overrides(overrides: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Dotted overrides (``{"measure.repeats": 3}``) as a partial suite (``{"measure": {"repeats": 3}}``).
+
+    Raises:
+        SuiteError: for a key that is not ``section.key``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not section or not key or "." in key:
+            raise SuiteError(f"override {dotted!r} must be SECTION.KEY, e.g. measure.repeats")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_suite(path: str | Path, profile: str | None = None,
+               overrides: dict[str, Any] | None = None) -> Suite:
+    """Read, merge the profile and the overrides into, and validate a suite.
+
+    Every profile the file defines is validated, not only the chosen one: a typo in a
+    profile that this run does not use is still an error now rather than on the day
+    someone selects it.
 
     Arguments:
         path: a suite folder (``suites/spiral``) or its ``suite.toml``.
         profile: a profile name defined under ``[profiles.NAME]``; None (or "default")
             uses the suite's ``default_profile`` if it names one, else the base settings.
+        overrides: settings that replace the file's and the profile's, as dotted keys
+            (``{"measure.repeats": 5, "measure.timeout_s": 60.0}``), checked against the
+            same schema as the file. This is the one way the command line, ``regress`` and
+            asv change a suite's settings.
 
     Raises:
         SuiteError: on a missing file, malformed TOML, or any invalid key or value.
@@ -327,11 +258,33 @@ def load_suite(path: str | Path, profile: str | None = None) -> Suite:
     if not isinstance(profiles, dict):
         raise SuiteError(f"[profiles] in {file} must be a table of profile tables")
     base = _validate(raw, str(file))  # the base must be valid on its own
+    for name, body in profiles.items():
+        if not isinstance(body, dict):
+            raise SuiteError(f"[profiles.{name}] in {file} must be a table, got {body!r}")
+        _validate(merge(raw, body), f"{file} (profile {name!r})")
     chosen = profile or base["suite"]["default_profile"] or "default"
     if chosen != "default":
         if chosen not in profiles:
             raise SuiteError(f"unknown profile {chosen!r} for suite {base['suite']['name']!r}; "
-                             f"valid: {_choices(['default', *profiles])}")
-        raw = _merge(raw, profiles[chosen])
-    config = _validate(raw, f"{file} (profile {chosen!r})")
+                             f"valid: {choices(['default', *profiles])}")
+        raw = merge(raw, profiles[chosen])
+    if overrides:
+        raw = merge(raw, parse_overrides(overrides))
+        where = f"{file} (profile {chosen!r}, with overrides {', '.join(overrides)})"
+    else:
+        where = f"{file} (profile {chosen!r})"
+    config = _validate(raw, where)
     return Suite(config["suite"]["name"], file.parent, chosen, config, ["default", *profiles])
+
+
+#: The small profile the benchmarks and the regression check run, first found: a suite's
+#: dedicated ``asv`` profile, its ``smoke`` profile (seconds, for tests), its ``quick`` one
+#: (minutes), else the base settings.
+PROFILE_PREFERENCE = ("asv", "smoke", "quick")
+
+
+def pick_profile(suite_dir: str | Path) -> str:
+    """The small profile of a suite folder (see :data:`PROFILE_PREFERENCE`)."""
+    text = suite_file(suite_dir).read_text()
+    profiles = tomllib.loads(text).get("profiles", {})
+    return next((p for p in PROFILE_PREFERENCE if p in profiles), "default")

@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from odebench.failures import failure_fields
 from odebench.protocol import Status
 
 
@@ -22,14 +23,18 @@ def execute(case: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         plugin = registry.get_plugin(case["plugin"])
     except Exception as exc:  # noqa: BLE001 - reported as a row
         return {"status": str(Status.UNAVAILABLE), "message": str(exc)}
-    threads = config["measure"].get("threads", 0)
-    if threads and plugin.backend_framework() == "torch":
-        import torch
+    try:
+        threads = config["measure"].get("threads", 0)
+        if threads and plugin.backend_framework() == "torch":
+            import torch
 
-        torch.set_num_threads(threads)
-    from odebench.workloads import get_workload
-
-    return get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
+            torch.set_num_threads(threads)
+        record = registry.get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
+        if "torch" in sys.modules:  # what the case really ran with, not the driver's setting
+            record.setdefault("torch_threads", sys.modules["torch"].get_num_threads())
+        return record
+    except Exception as exc:  # noqa: BLE001 - a workload that raises anyway still gives a row
+        return failure_fields(exc)
 
 
 def main(argv: list[str]) -> int:

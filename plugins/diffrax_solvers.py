@@ -65,7 +65,7 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from odebench.protocol import FIXED_METHODS, Solution, SolverPlugin, SolveStats, Status
+from odebench.protocol import FIXED_METHODS, JaxSolverPlugin, Solution, SolveStats, Status
 
 #: Canonical name → diffrax spelling.
 _NATIVE = {
@@ -236,46 +236,6 @@ def _jax_parts() -> Any:
             nonfinite = jnp.where(keep, False, ~finite)
             return keep, next_t0, next_t1, jump, (inner_state, (retries, accepted_any, nonfinite)), result
 
-    class _Counted(eqx.Module):
-        """``f(t, y)`` that reports each evaluation and (``on_vjp`` given) each VJP."""
-
-        f: Any
-        on_eval: Callable = eqx.field(static=True)
-        on_vjp: Callable | None = eqx.field(static=True)
-
-        def __call__(self, t, y):
-            if self.on_vjp is None:  # plain: differentiable in both modes
-                jax.debug.callback(self.on_eval)
-                return self.f(t, y)
-            return _counted_call((self.f, y), t, self.on_eval, self.on_vjp)
-
-    def _call(fy, t):
-        f, y = fy
-        return f(t, y)
-
-    @eqx.filter_custom_vjp
-    def _counted_call(fy, t, on_eval, on_vjp):
-        jax.debug.callback(on_eval)
-        return _call(fy, t)
-
-    @_counted_call.def_fwd
-    def _counted_fwd(perturbed, fy, t, on_eval, on_vjp):
-        del perturbed
-        jax.debug.callback(on_eval)
-        return _call(fy, t), None
-
-    @_counted_call.def_bwd
-    def _counted_bwd(residuals, grad_out, perturbed, fy, t, on_eval, on_vjp):
-        del residuals, perturbed
-        if on_vjp is not None:
-            jax.debug.callback(on_vjp)
-        # Re-linearise the raw field (uncounted): the count is of what the solver asks for.
-        _, vjp = eqx.filter_vjp(lambda _fy: _call(_fy, t), fy)
-        if grad_out is None:
-            return jax.tree.map(lambda _: None, fy)
-        (grad_fy,) = vjp(grad_out)
-        return grad_fy
-
     ns = dict(
         diffrax=diffrax,
         eqx=eqx,
@@ -284,51 +244,11 @@ def _jax_parts() -> Any:
         RK4=RK4,
         Field=_Field,
         Tracked=_Tracked,
-        Counted=_Counted,
     )
     return type("_DiffraxParts", (), ns)
 
 
-class _Callbacks:
-    """Hashable (by identity) holder of a counter's callbacks: a static field of a jitted
-    module must hash, and one holder per counter keeps the jit cache warm across passes."""
-
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
-
-    def on_eval(self) -> None:
-        self.counter.call()
-
-    def on_vjp(self) -> None:
-        self.counter.vjp()
-
-
-def counted(f: Any, counter: Any, count_vjp: bool = True) -> Any:
-    """``f(t, y)`` wrapped to report to ``counter`` on every evaluation and every VJP.
-
-    Arguments:
-        f: a JAX vector field ``f(t, y)`` (its array leaves stay differentiable leaves).
-        counter: an object with ``call()`` and ``vjp()`` methods, normally
-            :class:`odebench.measure.NFECounter` (whose ``phase`` splits forward and
-            backward evaluations).
-        count_vjp: count VJPs too. That makes the wrapper a ``custom_vjp``, which JAX
-            cannot forward-differentiate, so pass False for implicit methods (they take
-            Jacobians with ``jvp``; each Jacobian column then counts as one evaluation).
-
-    Returns:
-        An ``equinox.Module`` computing ``f(t, y)``. Each evaluation runs
-        ``jax.debug.callback(counter.call)``; each vector-Jacobian product through it (a
-        ``custom_vjp`` whose backward rule re-linearises ``f`` uncounted) runs
-        ``counter.vjp``. Untimed use only; call ``jax.effects_barrier()`` before reading.
-    """
-    holder = counter.__dict__.get("_jax_callbacks")
-    if holder is None:
-        holder = _Callbacks(counter)
-        counter.__dict__["_jax_callbacks"] = holder
-    return _jax_parts().Counted(f, holder.on_eval, holder.on_vjp if count_vjp else None)
-
-
-class DiffraxPlugin(SolverPlugin):
+class DiffraxPlugin(JaxSolverPlugin):
     """diffrax's explicit and implicit Runge–Kutta solvers, in JAX.
 
     ``solve`` is the jittable core (status as an integer code, statistics as arrays);
@@ -595,16 +515,12 @@ class DiffraxPlugin(SolverPlugin):
         """The :class:`Status` of a concrete :meth:`solve` code."""
         return STATUS_CODES[int(code)]
 
-    def counted(self, f: Any, counter: Any, method: str | None = None) -> Any:
-        """The vector field ``f`` reporting to ``counter`` (see :func:`counted`); VJPs are
-        counted unless ``method`` is implicit (see :meth:`counts_vjp`)."""
-        return counted(f, counter, count_vjp=method is None or self.counts_vjp(method))
-
     @staticmethod
     def counts_vjp(method: str) -> bool:
-        """Whether :meth:`counted` counts VJPs for ``method`` (not for implicit ones, whose
-        Jacobians need forward-mode autodiff through the field)."""
+        """Whether the harness's counting wrapper (:func:`odebench.backends.jax.counted`) may count
+        VJPs for ``method``: not for implicit ones, whose Jacobians need forward-mode autodiff
+        through the field."""
         return method in STAGES
 
 
-__all__ = ["STAGES", "STATUS_CODES", "DiffraxPlugin", "counted", "expected_nfe"]
+__all__ = ["STAGES", "STATUS_CODES", "DiffraxPlugin", "expected_nfe"]

@@ -479,7 +479,7 @@ def _adjoint_backward(ctx: _AdjointContext, grad_ys: Any) -> tuple[Any, list[Any
     """
     import torch
 
-    from odebench.backends.base import SolveFailed
+    from odebench.protocol import SolveFailed
 
     f, params, shape, dtype = ctx.f, ctx.params, ctx.shape, ctx.dtype
     n = ctx.ys.shape[1]

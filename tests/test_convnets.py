@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torchdiffeq = pytest.importorskip("torchdiffeq")
 
-from odebench.backends.base import SolveFailed  # noqa: E402
+from odebench import SolveFailed  # noqa: E402
 from odebench.backends.torch_convnets import (  # noqa: E402
     MODEL_KINDS,
     ODEFunc,

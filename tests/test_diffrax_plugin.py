@@ -18,9 +18,10 @@ eqx = pytest.importorskip("equinox")
 
 import jax.numpy as jnp  # noqa: E402
 
+from odebench.backends.jax import counted  # noqa: E402
 from odebench.measure import NFECounter  # noqa: E402
 from odebench.protocol import Status, UnsupportedError  # noqa: E402
-from odebench_plugins.diffrax_solvers import STAGES, DiffraxPlugin, counted, expected_nfe  # noqa: E402
+from odebench_plugins.diffrax_solvers import STAGES, DiffraxPlugin, expected_nfe  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,7 +12,7 @@ from odebench.fairness import compare, fairness_gate
 from odebench.models import MLPSpec, mlp_weights
 from odebench.problems import LinearSpiral
 from odebench.suite import load_suite
-from odebench.workloads.train import make_batches
+from odebench.workloads.train.case import make_batches
 
 SPEC = MLPSpec((2, 16, 2))
 

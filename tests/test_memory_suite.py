@@ -12,10 +12,14 @@ import torch
 
 from odebench import registry, report, runner
 from odebench.backends.torch import MLPField
+from odebench.backends.torch_convnets import odefunc_from_weights
 from odebench.measure import saved_tensor_bytes
 from odebench.models import MLPSpec, mlp_weights
 from odebench.suite import SuiteError, load_suite
-from odebench.workloads import memory
+from odebench.workloads.memory.analysis import check_class, fit_memory
+from odebench.workloads.memory.drivers import initial_state
+from odebench.workloads.memory.report import summary as memory_summary
+from odebench.workloads.memory.schema import DEFAULT_CLASSES
 
 MB = 2**20
 
@@ -115,66 +119,66 @@ STATE = 32 * 2**10
 
 
 def test_fit_recovers_slope_and_exponent():
-    fit = memory.fit_memory(N, 3 * MB + 0.5 * MB * N)
+    fit = fit_memory(N, 3 * MB + 0.5 * MB * N)
     assert fit.slope == pytest.approx(0.5 * MB) and fit.intercept == pytest.approx(3 * MB)
     assert fit.r2 == pytest.approx(1.0)
-    assert memory.fit_memory(N, 1e3 * N ** 2).exponent == pytest.approx(2.0)
-    one = memory.fit_memory([8], [1.0])
+    assert fit_memory(N, 1e3 * N ** 2).exponent == pytest.approx(2.0)
+    one = fit_memory([8], [1.0])
     assert one.n_points == 1 and np.isnan(one.slope)
 
 
 def test_backprop_class_passes_on_right_input_and_flags_wrong_input():
     saved = 0.2 * MB + 0.6 * MB * N
-    right = memory.check_class("backprop", N, 1.5 * MB + 0.66 * MB * N, saved_bytes=saved)
+    right = check_class("backprop", N, 1.5 * MB + 0.66 * MB * N, saved_bytes=saved)
     assert right.ok is True, right
     # A peak that grows at half the saved-for-backward rate cannot be what backprop keeps.
-    wrong = memory.check_class("backprop", N, 1.5 * MB + 0.3 * MB * N, saved_bytes=saved)
+    wrong = check_class("backprop", N, 1.5 * MB + 0.3 * MB * N, saved_bytes=saved)
     assert wrong.ok is False and "outside" in wrong.reason
-    flat = memory.check_class("backprop", N, np.full(5, 2.0 * MB))
+    flat = check_class("backprop", N, np.full(5, 2.0 * MB))
     assert flat.ok is False  # no saved bytes: must at least grow linearly
 
 
 def test_adjoint_class_passes_on_flat_peak_and_flags_growth():
     flat = 2.5 * MB + np.array([0.01, -0.02, 0.0, 0.03, -0.01]) * MB
-    assert memory.check_class("adjoint", N, flat).ok is True
-    growing = memory.check_class("adjoint-seminorm", N, 1.0 * MB + 0.2 * MB * N)
+    assert check_class("adjoint", N, flat).ok is True
+    growing = check_class("adjoint-seminorm", N, 1.0 * MB + 0.2 * MB * N)
     assert growing.ok is False and ">=" in growing.reason
 
 
 def test_checkpoint_class_flags_a_backprop_like_slope():
     bp_slope = 0.6 * MB
-    right = memory.check_class("checkpoint", N, 1.5 * MB + 1.1 * STATE * N, state_bytes=STATE,
+    right = check_class("checkpoint", N, 1.5 * MB + 1.1 * STATE * N, state_bytes=STATE,
                                backprop_slope=bp_slope)
     assert right.ok is True and right.note == "one state per step"
-    sub = memory.check_class("checkpoint", N, 2.0 * MB + 0.1 * STATE * N, state_bytes=STATE,
+    sub = check_class("checkpoint", N, 2.0 * MB + 0.1 * STATE * N, state_bytes=STATE,
                              backprop_slope=bp_slope)
     assert sub.ok is True and sub.note == "sub-linear"
-    wrong = memory.check_class("checkpoint", N, 1.5 * MB + 0.55 * MB * N, state_bytes=STATE,
+    wrong = check_class("checkpoint", N, 1.5 * MB + 0.55 * MB * N, state_bytes=STATE,
                                backprop_slope=bp_slope)
     assert wrong.ok is False
     assert "not state-only" in wrong.reason and "backprop's slope" in wrong.reason
     # Against a backprop that itself keeps states only (diffrax), "well below" is not asked.
-    vs_states = memory.check_class("checkpoint", N, 2.0 * MB + 0.45 * STATE * N, state_bytes=STATE,
+    vs_states = check_class("checkpoint", N, 2.0 * MB + 0.45 * STATE * N, state_bytes=STATE,
                                    backprop_slope=1.0 * STATE)
     assert vs_states.ok is True and "not compared" in vs_states.reason
 
 
 def test_class_check_cannot_tell_from_one_depth():
-    v = memory.check_class("adjoint", [16], [2 * MB])
+    v = check_class("adjoint", [16], [2 * MB])
     assert v.ok is None and "two depths" in v.reason
 
 
 def test_summary_flags_a_method_that_leaves_its_class():
     base = {"suite": "memory", "workload": "memory", "plugin": "p", "method": "rk4", "rtol": None, "atol": None,
             "seed": 0, "device": "cpu", "block": "mlp", "status": "ok", "message": "", "state_bytes": STATE,
-            "batch": 128, "class_params": json.dumps(memory.DEFAULT_CLASSES), "nfe_fwd": 0, "nfe_bwd": 0}
+            "batch": 128, "class_params": json.dumps(DEFAULT_CLASSES), "nfe_fwd": 0, "nfe_bwd": 0}
     rows = []
     for n in N:
         rows.append(base | {"grad_mode": "backprop", "n_steps": int(n), "peak_bytes": 1.5 * MB + 0.66 * MB * n,
                             "saved_bytes": 0.2 * MB + 0.6 * MB * n, "case_id": f"b{n}"})
         rows.append(base | {"grad_mode": "adjoint", "n_steps": int(n), "peak_bytes": 1.0 * MB + 0.2 * MB * n,
                             "saved_bytes": 65536, "case_id": f"a{n}"})
-    table = memory.summary(report.to_frame(rows)).set_index("grad")
+    table = memory_summary(report.to_frame(rows)).set_index("grad")
     assert table.loc["backprop", "class"].startswith("✓")
     assert table.loc["adjoint", "class"].startswith("✗ FLAG")
     assert table.loc["backprop", "slope MB/step"] == "0.660"
@@ -186,7 +190,7 @@ def test_suite_profiles_load_and_adaptive_methods_are_rejected(tmp_path):
 
     for profile in ("default", "quick", "odenet-cpu", "full"):
         suite = load_suite(ROOT / "suites" / "memory", profile)
-        assert suite.workload is memory
+        assert suite.workload.name == "memory"
         assert all(dict(c.axes)["n_steps"] > 0 for c in suite.cases())
     folder = _tiny(tmp_path)
     toml = folder / "suite.toml"
@@ -199,12 +203,14 @@ def test_jax_convnet_matches_the_torch_block():
     pytest.importorskip("equinox")
     import jax.numpy as jnp
 
+    from odebench.backends import jax_convnets
+
     cfg = {"convnet": {"channels": 8, "height": 5, "width": 5, "batch": 3}}
-    y = memory.initial_state("convnet", cfg, 0)
-    ft = memory._torch_convnet(8, 0, torch.float64, "cpu")
-    fj = memory.jax_convnet(8, 0, jnp.float64 if _x64() else jnp.float32)
+    y = initial_state("convnet", cfg, 0)
+    ft = odefunc_from_weights(8, 0, torch.float64, "cpu")
+    fj = jax_convnets.jax_convnet(8, 0, jnp.float64 if _x64() else jnp.float32)
     want = ft(torch.tensor(0.3, dtype=torch.float64), torch.as_tensor(y)).detach().numpy()
-    got = np.transpose(np.asarray(fj(jnp.asarray(0.3), jnp.asarray(memory.to_jax_layout("convnet", y)))),
+    got = np.transpose(np.asarray(fj(jnp.asarray(0.3), jnp.asarray(jax_convnets.to_jax_layout("convnet", y)))),
                        (0, 3, 1, 2))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 

@@ -12,10 +12,12 @@ pytest.importorskip("torchdiffeq")
 
 from conftest import ROOT  # noqa: E402
 
-from odebench import report, runner  # noqa: E402
+from odebench import records, report, runner  # noqa: E402
 from odebench.data.mnist import MNISTError, find_mnist_dir  # noqa: E402
 from odebench.suite import SuiteError, load_suite  # noqa: E402
-from odebench.workloads import mnist  # noqa: E402
+from odebench.workloads.mnist import case as mnist_case  # noqa: E402
+from odebench.workloads.mnist import rules as mnist  # noqa: E402
+from odebench.workloads.mnist.schema import MODELS  # noqa: E402
 
 SUITE = ROOT / "suites" / "mnist"
 
@@ -98,7 +100,7 @@ def test_smoke_report(smoke):
         assert needle in text, needle
     for fig in ("test_acc_vs_epoch.png", "test_acc_vs_time.png", "nfe_vs_epoch.png"):
         assert (run_dir / "figures" / fig).is_file()
-    table = report.summary(report.to_frame(runner.read_records(run_dir)))
+    table = report.summary(report.to_frame(records.read_records(run_dir)))
     assert list(table["model"]) == ["ODE-Net", "ODE-Net", "RK-Net", "ResNet"]
 
 
@@ -147,7 +149,7 @@ def test_pairing_rule_in_a_full_product():
     """A plain product: only Table 1's models run, ResNet once; the rest are 'not applicable'."""
     suite = load_suite(SUITE, "smoke")
     m = suite.config["matrix"]
-    m.update(method=["dopri5", "rk4"], grad_mode=["adjoint", "backprop"], model=list(mnist.MODELS), include=[])
+    m.update(method=["dopri5", "rk4"], grad_mode=["adjoint", "backprop"], model=list(MODELS), include=[])
     cases = [c.to_dict() for c in suite.cases()]
     runs = [(c["model"], c["method"], c["grad_mode"]) for c in cases
             if mnist.not_applicable(c, suite.config, cases) is None]
@@ -157,10 +159,10 @@ def test_pairing_rule_in_a_full_product():
 
 def test_lr_schedule_and_crop():
     train = {"lr": 0.1, "batch_size": 256, "lr_decay_epochs": [60.0, 100.0, 140.0], "lr_decay": 0.1}
-    lrs = [mnist.lr_at(itr, train, 10) for itr in (0, 599, 600, 999, 1000, 1400, 5000)]
+    lrs = [mnist_case.lr_at(itr, train, 10) for itr in (0, 599, 600, 999, 1000, 1400, 5000)]
     assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002, 0.0002, 0.0002])
     x = torch.randn(5, 1, 28, 28)
-    out = mnist.random_crop(x, torch.Generator().manual_seed(0))
+    out = mnist_case.random_crop(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     # Every crop is a window of the padded image: the interior 20×20 always comes from x.
     for i in range(5):

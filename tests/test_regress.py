@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import ROOT, write_suite
 
-from odebench import regress
+from odebench import records
 from odebench.regress import Thresholds, compare, compare_records, render
 
 CASE = "torchdiffeq/rk4/backprop/seed=0/cpu"
@@ -237,7 +237,7 @@ def test_generated_benchmarks(tmp_path, monkeypatch):
         classes["Steps"]().setup({}, bad)
     with pytest.raises(NotImplementedError):
         classes["Case"]().setup(bad)
-    cache = {ids[0]: regress.slim(_rec(ids[0], steps=4.0)), ids[1]: regress.slim(_rec(ids[1], status="error"))}
+    cache = {ids[0]: records.slim(_rec(ids[0], steps=4.0)), ids[1]: records.slim(_rec(ids[1], status="error"))}
     assert classes["Steps"]().track_steps(cache, ids[0]) == 4.0
     with pytest.raises(RuntimeError, match="error"):
         classes["Steps"]().track_steps(cache, ids[1])

@@ -409,7 +409,7 @@ def test_adjoint_failed_forward_is_status(plugin):
 
 @needs_torch
 def test_adjoint_backward_failure_raises_solve_failed(plugin):
-    from odebench.backends.base import SolveFailed
+    from odebench import SolveFailed
 
     class NanGrad(torch.autograd.Function):
         """Zero forward, NaN vector-Jacobian product: the forward solve is fine, the adjoint is not."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from odebench.backends.base import Batch, InstrumentedPass, SolveFailed, Trainer
+from odebench.backends.base import Batch, InstrumentedPass, Trainer
 
 #: framework → module implementing ``make_trainer`` (imported lazily: torch and jax are optional).
 BACKENDS = {"torch": "odebench.backends.torch", "jax": "odebench.backends.jax"}
@@ -21,4 +21,4 @@ def get_backend(framework: str):
     return importlib.import_module(BACKENDS[framework])
 
 
-__all__ = ["BACKENDS", "Batch", "InstrumentedPass", "SolveFailed", "Trainer", "get_backend"]
+__all__ = ["BACKENDS", "Batch", "InstrumentedPass", "Trainer", "get_backend"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from odebench.protocol import SolveStats, Status
+from odebench.protocol import SolveStats
 
 
 @dataclass
@@ -43,20 +43,11 @@ class InstrumentedPass:
     """
 
     loss: float
-    nfe_fwd: int
-    nfe_bwd: int
+    nfe_fwd: int | None
+    nfe_bwd: int | None
     n_vjp: int | None
     saved_bytes: int | None = None
     stats: SolveStats = field(default_factory=SolveStats)
-
-
-class SolveFailed(RuntimeError):
-    """Raised by a trainer when the plugin's solve came back with a non-ok status."""
-
-    def __init__(self, status: Status, message: str):
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
 
 
 class Trainer:

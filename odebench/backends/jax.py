@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from odebench.backends.base import Batch, InstrumentedPass, SolveFailed, Trainer
+from odebench.backends.base import Batch, InstrumentedPass, Trainer
 from odebench.measure import NFECounter
 from odebench.models import MLPSpec
-from odebench.protocol import Status
+from odebench.protocol import JaxSolverPlugin, SolveFailed, Status
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 DTYPES = ("float32", "float64")
@@ -117,6 +118,143 @@ def _device(device: str) -> Any:
     except RuntimeError as exc:
         have = sorted({d.platform for d in jax.devices()})
         raise ValueError(f"JAX has no {device} device here (has: {', '.join(have)})") from exc
+
+
+# --------------------------------------------------------------------------- NFE counting
+@functools.cache
+def _counting_parts() -> Any:
+    """Build (once) the JAX counting wrapper; returns a namespace with ``Counted``."""
+    import equinox as eqx
+    import jax
+
+    class Counted(eqx.Module):
+        """``f(t, y)`` that reports each evaluation and (``on_vjp`` given) each VJP."""
+
+        f: Any
+        on_eval: Callable = eqx.field(static=True)
+        on_vjp: Callable | None = eqx.field(static=True)
+
+        def __call__(self, t, y):
+            if self.on_vjp is None:  # plain: differentiable in both modes
+                jax.debug.callback(self.on_eval)
+                return self.f(t, y)
+            return _counted_call((self.f, y), t, self.on_eval, self.on_vjp)
+
+    def _call(fy, t):
+        f, y = fy
+        return f(t, y)
+
+    @eqx.filter_custom_vjp
+    def _counted_call(fy, t, on_eval, on_vjp):
+        jax.debug.callback(on_eval)
+        return _call(fy, t)
+
+    @_counted_call.def_fwd
+    def _counted_fwd(perturbed, fy, t, on_eval, on_vjp):
+        del perturbed
+        jax.debug.callback(on_eval)
+        return _call(fy, t), None
+
+    @_counted_call.def_bwd
+    def _counted_bwd(residuals, grad_out, perturbed, fy, t, on_eval, on_vjp):
+        del residuals, perturbed
+        if on_vjp is not None:
+            jax.debug.callback(on_vjp)
+        # Re-linearise the raw field (uncounted): the count is of what the solver asks for.
+        _, vjp = eqx.filter_vjp(lambda _fy: _call(_fy, t), fy)
+        if grad_out is None:
+            return jax.tree.map(lambda _: None, fy)
+        (grad_fy,) = vjp(grad_out)
+        return grad_fy
+
+    return type("_CountingParts", (), {"Counted": Counted})
+
+
+class _Callbacks:
+    """Hashable (by identity) holder of a counter's callbacks: a static field of a jitted
+    module must hash, and one holder per counter keeps the jit cache warm across passes."""
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+
+    def on_eval(self) -> None:
+        self.counter.call()
+
+    def on_vjp(self) -> None:
+        self.counter.vjp()
+
+
+def counted(f: Any, counter: Any, count_vjp: bool = True) -> Any:
+    """``f(t, y)`` wrapped to report to ``counter`` on every evaluation and every VJP.
+
+    Arguments:
+        f: a JAX vector field ``f(t, y)`` (its array leaves stay differentiable leaves).
+        counter: an object with ``call()`` and ``vjp()`` methods, normally
+            :class:`odebench.measure.NFECounter` (whose ``phase`` splits forward and
+            backward evaluations).
+        count_vjp: count VJPs too. That makes the wrapper a ``custom_vjp``, which JAX
+            cannot forward-differentiate, so pass False for implicit methods (they take
+            Jacobians with ``jvp``; each Jacobian column then counts as one evaluation);
+            a plugin says which with :meth:`~odebench.protocol.JaxSolverPlugin.counts_vjp`.
+
+    Returns:
+        An ``equinox.Module`` computing ``f(t, y)``. Each evaluation runs
+        ``jax.debug.callback(counter.call)``; each vector-Jacobian product through it (a
+        ``custom_vjp`` whose backward rule re-linearises ``f`` uncounted) runs
+        ``counter.vjp``. Untimed use only; call ``jax.effects_barrier()`` before reading.
+    """
+    holder = counter.__dict__.get("_jax_callbacks")
+    if holder is None:
+        holder = _Callbacks(counter)
+        counter.__dict__["_jax_callbacks"] = holder
+    return _counting_parts().Counted(f, holder.on_eval, holder.on_vjp if count_vjp else None)
+
+
+def instrumented_pass(plugin: JaxSolverPlugin, loss_fn: Callable[[Any], tuple[Any, tuple[Any, Any]]], model: Any,
+                      *, method: str, max_steps: int, counter: NFECounter | None = None) -> InstrumentedPass:
+    """One untimed forward + backward (``jax.vjp``) with a counting vector field; no update.
+
+    Arguments:
+        plugin: the JAX plugin that solves (its ``status``, ``message``, ``to_stats`` and
+            ``counts_vjp`` read the outcome).
+        loss_fn: ``loss_fn(f) -> (loss, (code, stats))``, the forward pass solving with the
+            vector field ``f`` (the counted ``model``).
+        model: the vector field; the gradient is taken with respect to its array leaves.
+        method, max_steps: the solve's method (whether VJPs can be counted) and step budget
+            (for the failure message).
+        counter: reuse this counter (reset first), so repeated passes hit the jit cache.
+
+    Returns:
+        Forward evaluations (the forward solve), backward ones (a ``BacksolveAdjoint``'s
+        reverse solve, a checkpointed loop's recomputation), VJPs through the field (None
+        where the method's Jacobians need forward mode), and the solve's own statistics.
+
+    Raises:
+        SolveFailed: when the forward solve's status is not ok.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    counter = counter if counter is not None else NFECounter()
+    counter.reset()
+    count_vjp = plugin.counts_vjp(method)
+
+    def counted_loss(m):
+        return loss_fn(counted(m, counter, count_vjp))
+
+    loss, vjp_fn, (code, stats) = jax.vjp(counted_loss, model, has_aux=True)
+    jax.block_until_ready(loss)
+    jax.effects_barrier()
+    status = plugin.status(code)
+    if status is not Status.OK:
+        raise SolveFailed(status, plugin.message(status, max_steps))
+    counter.phase = "bwd"
+    grads = vjp_fn(jnp.ones_like(loss))
+    jax.block_until_ready(grads)
+    jax.effects_barrier()
+    return InstrumentedPass(loss=float(loss), nfe_fwd=counter.nfe_fwd, nfe_bwd=counter.nfe_bwd,
+                            n_vjp=counter.n_vjp if count_vjp else None, saved_bytes=None,
+                            stats=plugin.to_stats(stats))
 
 
 class JaxTrainer(Trainer):
@@ -234,41 +372,14 @@ class JaxTrainer(Trainer):
             jax.block_until_ready(self._last)
 
     def instrumented(self, batch: Any) -> InstrumentedPass:
-        """Untimed forward + backward with a counting vector field; no update.
+        """Untimed forward + backward with a counting vector field; no update (see :func:`instrumented_pass`).
 
-        Forward evaluations are those during the forward pass; backward ones those run by
-        the gradient (``BacksolveAdjoint``'s reverse solve, ``RecursiveCheckpointAdjoint``'s
-        recomputation); ``n_vjp`` the vector-Jacobian products through the field.
         ``stats`` is the forward solve's own statistics, whose ``nfe`` must equal ``nfe_fwd``.
         """
-        import jax
-        import jax.numpy as jnp
-
         y0, ts, ys = batch
-        counter = self._counter
-        counter.reset()
-
-        def loss_counted(model):
-            return self._loss(self.plugin.counted(model, counter, self.solve_kwargs["method"]), y0, ts, ys)
-
-        loss, vjp_fn, (code, stats) = jax.vjp(loss_counted, self.model, has_aux=True)
-        jax.block_until_ready(loss)
-        jax.effects_barrier()
-        status = self.plugin.status(code)
-        if status is not Status.OK:
-            raise SolveFailed(status, self.plugin.message(status, self.solve_kwargs["max_steps"]))
-        counter.phase = "bwd"
-        grads = vjp_fn(jnp.ones_like(loss))
-        jax.block_until_ready(grads)
-        jax.effects_barrier()
-        return InstrumentedPass(
-            loss=float(loss),
-            nfe_fwd=counter.nfe_fwd,
-            nfe_bwd=counter.nfe_bwd,
-            n_vjp=counter.n_vjp if self.plugin.counts_vjp(self.solve_kwargs["method"]) else None,
-            saved_bytes=None,
-            stats=self.plugin.to_stats(stats),
-        )
+        return instrumented_pass(self.plugin, lambda f: self._loss(f, y0, ts, ys), self.model,
+                                 method=self.solve_kwargs["method"], max_steps=self.solve_kwargs["max_steps"],
+                                 counter=self._counter)
 
     def _predict_fn(self, model: Any, y0: Any, ts: Any, max_steps: int) -> tuple[Any, Any]:
         kwargs = dict(self.solve_kwargs, max_steps=max_steps)
@@ -313,9 +424,7 @@ def make_trainer(
     """A :class:`JaxTrainer` for an MLP neural ODE solved by a JAX ``plugin``.
 
     Arguments:
-        plugin: a JAX solver plugin (instance or class) providing the traceable
-            ``solve(f, y0, ts, ...) -> (ys, code, stats)`` core, ``status``, ``message``,
-            ``to_stats``, ``counted`` and ``counts_vjp`` (as :class:`odebench_plugins.diffrax_solvers.DiffraxPlugin`).
+        plugin: a :class:`~odebench.protocol.JaxSolverPlugin` (instance or class).
         model_spec: the MLP.
         weights: the shared initial weights, :func:`odebench.models.mlp_weights`.
         method, rtol, atol, grad_mode, max_steps: passed to the plugin.
@@ -333,8 +442,8 @@ def make_trainer(
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if isinstance(plugin, type):
         plugin = plugin()
-    if getattr(plugin, "framework", "jax") != "jax":
-        raise ValueError(f"plugin {plugin.name!r} is a {plugin.framework} plugin, not a jax one")
+    if not isinstance(plugin, JaxSolverPlugin):
+        raise ValueError(f"plugin {plugin.name!r} is a {plugin.framework} plugin, not a JaxSolverPlugin")
     plugin.check(method, grad_mode, device)
     import jax
 
@@ -360,4 +469,4 @@ def make_trainer(
     )
 
 
-__all__ = ["DEVICES", "DTYPES", "OPTIMIZERS", "JaxTrainer", "build_mlp", "make_optimizer", "make_trainer"]
+__all__ = ["DEVICES", "DTYPES", "OPTIMIZERS", "JaxTrainer", "build_mlp", "counted", "instrumented_pass", "make_optimizer", "make_trainer"]

@@ -1,17 +1,20 @@
-"""The torch backend: the MLP vector field from shared weights, and its trainer."""
+"""The torch backend: the MLP vector field from shared weights, its trainer, and the one
+instrumented (NFE-counting) pass every torch workload uses."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from odebench.backends.base import Batch, InstrumentedPass, SolveFailed, Trainer
+from odebench.backends.base import Batch, InstrumentedPass, Trainer
 from odebench.measure import NFECounter, saved_tensor_bytes
 from odebench.models import MLPSpec
-from odebench.protocol import SolverPlugin
+from odebench.protocol import SolveFailed, SolverPlugin, SolveStats
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -65,6 +68,58 @@ class CountingField(nn.Module):
 
     def _on_grad(self, grad):
         self.counter.vjp()
+
+
+@contextlib.contextmanager
+def counting(module: nn.Module, counter: NFECounter) -> Iterator[NFECounter]:
+    """Count ``module``'s evaluations, and the VJPs through its outputs, into ``counter``.
+
+    A forward hook, not a wrapper: the solver sees the very module it would see untimed
+    (adjoint methods find the same parameters, a plugin's type checks see the same class),
+    and a module nested inside a model (the ODE-Net's ``odefunc``) is counted the same way.
+    """
+    def hook(_module, _inputs, out):
+        counter.call()
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(counter.vjp)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+def instrumented_pass(loss_fn: Callable[[], tuple[torch.Tensor, SolveStats | None]], field: nn.Module | None,
+                      params: list[torch.Tensor]) -> InstrumentedPass:
+    """One untimed forward + backward with counting on; no parameter is updated.
+
+    Arguments:
+        loss_fn: runs the forward pass (the solve and the loss) and returns ``(loss, stats)``,
+            ``stats`` the solve's own statistics (None where there is no solve).
+        field: the vector field whose evaluations are counted (None: nothing to count, e.g.
+            a ResNet; the NFE figures are then None).
+        params: the tensors the gradient is taken with respect to.
+
+    Returns:
+        NFE of the forward solve and of the backward pass (an adjoint's reverse solve, a
+        checkpoint's recomputation), VJPs through the field, and the bytes autograd saved
+        for backward during the forward pass.
+    """
+    counter = NFECounter()
+    with contextlib.ExitStack() as stack:
+        if field is not None:
+            stack.enter_context(counting(field, counter))
+        with saved_tensor_bytes() as saved:
+            loss, stats = loss_fn()
+        counter.phase = "bwd"
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        del grads
+    counted = field is not None
+    return InstrumentedPass(loss=float(loss.detach()), nfe_fwd=counter.nfe_fwd if counted else None,
+                            nfe_bwd=counter.nfe_bwd if counted else None,
+                            n_vjp=counter.n_vjp if counted else None, saved_bytes=saved["bytes"],
+                            stats=stats if stats is not None else SolveStats())
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -125,17 +180,11 @@ class TorchTrainer(Trainer):
             torch.cuda.synchronize(self.device)
 
     def instrumented(self, batch) -> InstrumentedPass:
-        counter = NFECounter()
-        counted = CountingField(self.field, counter)
-        with saved_tensor_bytes() as saved:
-            loss, sol = self._loss(counted, batch)
-        counter.phase = "bwd"
-        # Gradients only: the parameters are not updated by an instrumented pass.
-        grads = torch.autograd.grad(loss, list(self.field.parameters()), allow_unused=True)
-        del grads
-        return InstrumentedPass(loss=float(loss.detach()), nfe_fwd=counter.nfe_fwd,
-                                nfe_bwd=counter.nfe_bwd, n_vjp=counter.n_vjp,
-                                saved_bytes=saved["bytes"], stats=sol.stats)
+        def loss_fn():
+            loss, sol = self._loss(self.field, batch)
+            return loss, sol.stats
+
+        return instrumented_pass(loss_fn, self.field, list(self.field.parameters()))
 
     def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
         kw = dict(self.solve_kw, grad_mode=self.plugin.grad_modes[0])

@@ -25,8 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from odebench.backends.base import SolveFailed
-from odebench.protocol import Solution, SolverPlugin
+from odebench.protocol import Solution, SolveFailed, SolverPlugin
 
 MODEL_KINDS = ("odenet", "rknet", "resnet")
 #: Defaults per kind: ODE-Net is dopri5 at tol 1e-3 with the adjoint (Chen et al.), RK-Net
@@ -233,17 +232,14 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _default_plugin() -> SolverPlugin:
+    """torchdiffeq's plugin, found through the registry like any other (never imported by name)."""
+    from odebench import registry
+
     try:
-        from odebench_plugins.torchdiffeq_solvers import TorchdiffeqPlugin
-    except ImportError as err:
-        raise ValueError(
-            f"build_mnist_model needs a solver plugin: pass plugin=<a torch SolverPlugin instance> "
-            f"(the default, torchdiffeq, cannot be loaded: {err})"
-        ) from None
-    reason = TorchdiffeqPlugin.available()
-    if reason:
-        raise ValueError(f"build_mnist_model needs a solver plugin: the default, torchdiffeq, is {reason}")
-    return TorchdiffeqPlugin()
+        return registry.get_plugin("torchdiffeq")
+    except (registry.UnknownPluginError, RuntimeError) as err:
+        raise ValueError(f"build_mnist_model needs a solver plugin: pass plugin=<a torch SolverPlugin "
+                         f"instance> (the default, torchdiffeq, cannot be used: {err})") from None
 
 
 def build_mnist_model(
@@ -300,3 +296,17 @@ def build_mnist_model(
                 max_steps=max_steps,
             )
         return MNISTNet(kind, stem, features, head(WIDTH))
+
+
+def odefunc_from_weights(channels: int, seed: int, dtype, device):
+    """The ODE-Net's :class:`~odebench.backends.torch_convnets.ODEFunc` with the shared numpy weights."""
+    from odebench.models import convnet_weights
+
+    f = ODEFunc(channels)
+    w = convnet_weights(channels, seed)
+    convs = [f.conv1.conv.weight, f.conv1.conv.bias, f.conv2.conv.weight, f.conv2.conv.bias]
+    norms = [f.norm1.weight, f.norm1.bias, f.norm2.weight, f.norm2.bias, f.norm3.weight, f.norm3.bias]
+    with torch.no_grad():
+        for p, a in zip(convs + norms, w["convs"] + w["norms"]):
+            p.copy_(torch.as_tensor(a))
+    return f.to(dtype=dtype, device=device)

@@ -1,30 +1,7 @@
-"""Workloads: what a suite's cases do, one module each.
+"""The built-in workloads, one package each, registered through the ``odebench.workloads`` entry points.
 
-A workload module declares, as data, the suite sections and matrix axes it adds to the
-common ones (``SECTIONS``, ``DEFAULTS``, ``REQUIRED``, ``AXES``, ``COLUMNS``) and provides:
-
-* ``validate(config, where)`` — cross-checks beyond the schema (raise ``SuiteError``);
-* ``run_case(case, config, plugin) -> dict`` — the record fields of one case; a failure
-  is a status in the record, never an exception;
-* ``summary(df) -> DataFrame`` — the report's table;
-* ``figures(records, out_dir) -> list[Path]`` and ``sections(records, config) -> list[str]``
-  — the report's figures and extra markdown.
+Each package splits its workload by concern: ``__init__`` holds the
+:class:`~odebench.workload.Workload` subclass (its schema and checks), ``case`` what one
+case does, ``report`` its tables and figures, and, where it has them, ``schema``, ``rules``,
+``drivers`` and ``analysis`` (the pure functions its report is built on).
 """
-
-from __future__ import annotations
-
-import importlib
-from types import ModuleType
-
-#: workload name → module (imported on first use).
-WORKLOADS = {"train": "odebench.workloads.train", "memory": "odebench.workloads.memory",
-             "mnist": "odebench.workloads.mnist"}
-
-
-def get_workload(name: str) -> ModuleType:
-    """The workload module called ``name``.
-
-    Raises:
-        KeyError: for an unknown workload.
-    """
-    return importlib.import_module(WORKLOADS[name])

@@ -22,7 +22,7 @@ from odebench import registry
 from odebench.models import MLPSpec, mlp_weights
 from odebench.problems import PROBLEMS
 from odebench.protocol import STIFF_METHODS
-from odebench.workloads.train import make_batches
+from odebench.workloads.train.case import make_batches
 
 MODES = ("forward", "backprop", "adjoint")
 SPEC = MLPSpec((2, 16, 2), "tanh", 0.1, 0.0)

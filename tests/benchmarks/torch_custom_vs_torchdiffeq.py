@@ -3,7 +3,7 @@
 Spiral-suite shape: MLP 2→50→2 (tanh), batch 16, 10 output times, float32, one thread;
 an iteration is solve + MSE loss + backward. Run::
 
-    python -m odebench_plugins.torch_custom._bench [--repeats 200] [--cpu]
+    python tests/benchmarks/torch_custom_vs_torchdiffeq.py [--repeats 200] [--cpu]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     import torchdiffeq
 
-    from . import api
+    from odebench_plugins.torch_custom import api
 
     f = _mlp()
     y0 = torch.randn(16, 2)

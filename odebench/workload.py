@@ -1,0 +1,121 @@
+"""The workload contract: what a suite's cases do, and how its report shows them.
+
+A workload is one kind of experiment (train a neural ODE, measure memory against depth,
+train an MNIST classifier, ...). It declares, as class attributes, the suite sections,
+defaults and matrix axes it adds to the common ones, and the record columns it produces;
+it implements :meth:`Workload.run_case` (one case → one record) and
+:meth:`Workload.summary` (the report's table). Workloads are found through the
+``odebench.workloads`` entry-point group, exactly like solver plugins, or registered in
+a running process with :func:`odebench.registry.register_workload`.
+
+A minimal workload::
+
+    class Decay(Workload):
+        name = "decay"
+        sections = {"problem": {"rate": (float, "pos")}}
+        defaults = {"problem": {"rate": 1.0}}
+        columns = ["y1"]
+
+        def run_case(self, case, config, plugin):
+            import torch
+            sol = plugin.odeint(lambda t, y: -config["problem"]["rate"] * y, torch.ones(1),
+                                torch.linspace(0, 1, 5), method=case["method"])
+            return {"status": str(sol.status), "message": sol.message, "y1": float(sol.ys[-1])}
+
+        def summary(self, df):
+            return df[["plugin", "method", "status", "y1"]]
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from odebench.protocol import SolverPlugin
+
+#: A field spec as :mod:`odebench.schema` reads it: ``(type, constraint)``.
+FieldSpec = tuple[Any, Any]
+
+
+class Workload(abc.ABC):
+    """Base class of every workload. Subclasses set the class attributes.
+
+    Class attributes (the workload's suite schema and record layout, as data):
+        name: the value of ``suite.workload`` that selects it (``"train"``).
+        sections: section → key → field spec, added to the common sections (a common
+            section such as ``measure`` may gain keys, e.g. ``measure.fairness_steps``).
+        defaults: section → key → default value.
+        required: sections a suite of this workload must have.
+        axes: extra matrix axes (name → field spec of its list), e.g. memory's ``n_steps``.
+        columns: the record fields this workload writes, in the order ``results.csv`` shows them.
+        summary_note: a paragraph above the report's table saying what each column measures.
+    """
+
+    name: ClassVar[str] = ""
+    sections: ClassVar[dict[str, dict[str, FieldSpec]]] = {}
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    required: ClassVar[tuple[str, ...]] = ()
+    axes: ClassVar[dict[str, FieldSpec]] = {}
+    columns: ClassVar[list[str]] = []
+    summary_note: ClassVar[str] = ""
+
+    def validate(self, config: dict[str, dict[str, Any]], where: str) -> None:
+        """Cross-checks the schema cannot express (e.g. snapshots within the iterations).
+
+        Arguments:
+            config: the merged, schema-checked settings, section by section.
+            where: the suite file (and profile) for the message.
+
+        Raises:
+            odebench.schema.SuiteError: one line naming the bad value and the valid choices.
+        """
+        return  # the schema's checks are enough unless a workload says otherwise
+
+    def preflight(self, config: dict[str, dict[str, Any]]) -> None:
+        """Check the inputs the cases will read (a dataset's files), once, before any case runs.
+
+        ``odebench run`` calls it before it creates the run folder, so bad input ends there
+        with one line and exit code 2 instead of a run of ``error`` rows.
+
+        Raises:
+            odebench.schema.SuiteError: one line naming the file and what is wrong with it.
+        """
+        return  # nothing to read beyond the suite file
+
+    @abc.abstractmethod
+    def run_case(self, case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin) -> dict[str, Any]:
+        """Measure one case and return its record fields.
+
+        Arguments:
+            case: the case's fields (:meth:`odebench.suite.Case.to_dict`), with the axes.
+            config: the suite's validated settings.
+            plugin: an instance of the case's plugin.
+
+        Returns:
+            At least ``status`` and ``message``, and the workload's :attr:`columns`. A failed
+            solve or any exception is a status (see :func:`odebench.failures.classify`),
+            never raised.
+        """
+
+    @abc.abstractmethod
+    def summary(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The report's summary table, from the rows of the cases that ran."""
+
+    def figures(self, records: list[dict[str, Any]], out: Path) -> list[Path]:
+        """Draw the report's figures into ``out``; returns their paths (default: none)."""
+        return []
+
+    def sections_md(self, records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+        """Extra markdown lines for the report after the summary (default: none).
+
+        Arguments:
+            records: every record of the run.
+            config: the run's suite settings (empty when the suite file is gone).
+        """
+        return []
+
+
+__all__ = ["FieldSpec", "Workload"]

@@ -1,0 +1,179 @@
+"""The ``train`` workload's report: its summary table, the paper comparison and its figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from odebench.tables import UNSTABLE, fmt, groups, unstable
+from odebench.workloads.train.case import make_problem
+
+SUMMARY_NOTE = (
+    "Median over seeds; s/iter is the median over iterations (IQR in brackets), forward and backward "
+    "timed apart between device syncs with GC off. NFE-F / NFE-B are counted by the harness in untimed "
+    "instrumented passes (mean over the snapshot iterations): NFE-B is every vector-field evaluation "
+    "during the backward pass, for every plugin (0 for a backprop that stores its steps; \"recomputes\" "
+    "marks a backprop that evaluates again, i.e. checkpoints). peak RSS is the largest peak over the "
+    "training iterations minus the resident set at their start (the untimed snapshot passes and their "
+    "compiles are outside the region); saved KB is what autograd keeps for backward (torch only). "
+    "compile s is JAX compile time, never part of the timings; end-to-end s is compile plus training, "
+    "what a user waits for the whole run.")
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per plugin × method × grad mode × tolerance × device: medians over seeds, as display strings."""
+    rows = []
+    for key, g, ok, status in groups(df, ["plugin", "method", "grad_mode", "rtol", "atol", "device"]):
+        med = ok.median(numeric_only=True) if len(ok) else pd.Series(dtype=float)
+        spi, spi_iqr = med.get("s_per_iter", np.nan), med.get("s_per_iter_iqr", np.nan)
+        rows.append({
+            "plugin": key[0], "method": key[1], "grad": key[2],
+            "rtol": "grid" if key[3] == -1 else f"{key[3]:g}",
+            "status": status,
+            "train s": fmt(med.get("train_s"), ".2f"),
+            "s/iter (IQR)": (f"{fmt(spi * 1e3, '.2f')} ({fmt(spi_iqr * 1e3, '.2f')}) ms"
+                             + (f" {UNSTABLE}" if unstable(spi, spi_iqr) else "")) if np.isfinite(spi) else "–",
+            # A fused (jitted) step cannot be split: its whole time is in fwd_s.
+            "fwd/bwd ms": "fused" if len(ok) and ok["fused"].fillna(False).astype(bool).all() else
+                          (f"{fmt(med.get('fwd_s', np.nan) * 1e3, '.2f')}/"
+                           f"{fmt(med.get('bwd_s', np.nan) * 1e3, '.2f')}") if len(ok) else "–",
+            "compile s": fmt(med.get("compile_s"), ".2f"),
+            "end-to-end s": fmt(med.get("end_to_end_s"), ".2f"),
+            "final MSE": fmt(med.get("final_mse"), ".4g"),
+            "NFE-F": fmt(med.get("nfe_fwd"), ".1f"),
+            # NFE-B is every evaluation during the backward pass. A "backprop" that evaluates the
+            # field again there recomputes its steps: checkpointing, not storing, and said so.
+            "NFE-B": fmt(med.get("nfe_bwd"), ".1f") + (" (recomputes)" if key[2] == "backprop" and
+                                                       (med.get("nfe_bwd") or 0) > 0 else ""),
+            "peak RSS MB": fmt(med.get("peak_rss_bytes", np.nan) / 2**20, ".1f"),
+            "saved KB": fmt(med.get("saved_bytes", np.nan) / 2**10, ".1f"),
+            "seeds": f"{len(ok)}/{len(g)}",
+        })
+    return pd.DataFrame(rows)
+
+
+def sections(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+    """The paper's figures beside the measured ones, like for like only.
+
+    A paper row names its plugin and its number of iterations; it is compared with this run's
+    cases of that plugin and method (one line per grad mode) only when they trained as many
+    iterations, and otherwise the section says why it compares nothing.
+    """
+    paper = config.get("paper", {})
+    if not paper.get("rows"):
+        return []
+    out = [f"## Against the paper ({paper.get('source', '')})", ""]
+    done = {r.get("iterations_done") for r in records if r.get("status") == "ok"}
+    lines = []
+    for row in paper["rows"]:
+        want = row.get("iterations")
+        mine = [r for r in records if r.get("method") == row.get("method") and r.get("status") == "ok"
+                and r.get("plugin") == row.get("plugin", r.get("plugin"))
+                and (want is None or r.get("iterations_done") == want)]
+        for grad in dict.fromkeys(r["grad_mode"] for r in mine):
+            ok = [r for r in mine if r["grad_mode"] == grad]
+            ts = np.median([r["train_s"] for r in ok])
+            mse = np.median([r["final_mse"] for r in ok])
+            lines.append(f"| {row.get('method')} | {row.get('plugin', '–')} {grad} | {row.get('train_s', '–')} | "
+                         f"{row.get('mse', '–')} | {fmt(ts, '.2f')} | {fmt(mse, '.4g')} |")
+    if not lines:
+        wanted = sorted({row.get("iterations") for row in paper["rows"] if row.get("iterations")})
+        return out + [f"Not compared: the paper's rows are {', '.join(map(str, wanted))} iterations of "
+                      f"{', '.join(sorted({row.get('plugin', '?') for row in paper['rows']}))}; this run trained "
+                      f"{', '.join(str(d) for d in sorted(x for x in done if x is not None)) or 'no'} "
+                      "iterations. Run the suite's default profile to compare like for like.", ""]
+    return out + ["| method | plugin, grad mode | paper train s | paper MSE | measured train s | measured MSE |",
+                  "|---|---|---|---|---|---|", *lines, "",
+                  "Only cases of the paper's plugin that trained the paper's number of iterations are compared "
+                  "(medians over seeds); the paper's times come from another machine.", ""]
+
+
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['plugin']} {r['method']} {r['grad_mode']}" + (f" s{r['seed']}" if r.get("seed") else "")
+
+
+def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Loss against iteration and wall time; fitted trajectories against the truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_history = [r for r in records if r.get("history", {}).get("loss")]
+    if not with_history:
+        return []
+    out.mkdir(exist_ok=True)
+    paths = []
+    for xkey, xlabel, name in (("iteration", "iteration", "loss_vs_iteration.png"),
+                               ("time_s", "training wall time (s, timed region only)", "loss_vs_time.png")):
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        # Colour names the method × grad mode, the line style the plugin, so twenty-odd
+        # curves stay tellable apart.
+        combos = list(dict.fromkeys((r["method"], r["grad_mode"]) for r in with_history))
+        plugins = list(dict.fromkeys(r["plugin"] for r in with_history))
+        styles = ["-", "--", ":", "-."]
+        for r in with_history:
+            loss = r["history"]["loss"]
+            x = np.arange(1, len(loss) + 1) if xkey == "iteration" else r["history"]["time_s"]
+            ax.plot(x, loss, label=_label(r), lw=1.2,
+                    color=plt.cm.tab10(combos.index((r["method"], r["grad_mode"])) % 10),
+                    linestyle=styles[plugins.index(r["plugin"]) % len(styles)])
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("training loss (MSE)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
+    trajectories = _trajectory_figure(with_history, out, plt)
+    return paths + ([trajectories] if trajectories else [])
+
+
+def _trajectory_figure(records, out: Path, plt) -> Path | None:
+    with_snaps = [r for r in records if r.get("snapshots")]
+    iters = sorted({int(k) for r in with_snaps for k in r["snapshots"]})
+    if not with_snaps or not iters:  # a run without snapshots (training.snapshots = []) has none to draw
+        return None
+    fig, axes = plt.subplots(len(with_snaps), len(iters), figsize=(2.6 * len(iters), 2.4 * len(with_snaps)),
+                             squeeze=False)
+    truth = None
+    for i, r in enumerate(with_snaps):
+        if truth is None:
+            truth = _truth_for(r, make_problem)
+        for j, k in enumerate(iters):
+            ax = axes[i][j]
+            if truth is not None:
+                ax.plot(truth[:, 0], truth[:, 1], color="0.6", lw=1.5, label="truth")
+            traj = r["snapshots"].get(str(k))
+            if traj is not None:
+                traj = np.asarray(traj)
+                ax.plot(traj[:, 0], traj[:, 1], color="C3", lw=1, label="model")
+            if truth is not None:  # frame the truth: a diverging fit must not shrink it
+                pad = 0.15 * np.ptp(truth, axis=0)
+                ax.set_xlim(truth[:, 0].min() - pad[0], truth[:, 0].max() + pad[0])
+                ax.set_ylim(truth[:, 1].min() - pad[1], truth[:, 1].max() + pad[1])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"iteration {k}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(_label(r), fontsize=7)
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    path = out / "trajectories.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _truth_for(record: dict[str, Any], make_problem) -> np.ndarray | None:
+    cfg = record.get("problem_config")
+    if not cfg:
+        return None
+    problem = make_problem({"problem": cfg})
+    return problem.reference(problem.ts)
