@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-
 from odebench.schema import SuiteError, choices
 from odebench.workload import Workload
 from odebench.workloads.train import case, report
