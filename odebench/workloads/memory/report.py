@@ -193,7 +193,10 @@ def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
             ax.set_yscale("log")
             ax.set_xlabel("rk4 steps n")
             ax.set_ylabel(f"{what} time, median (ms)")
-            ax.set_title(f"{what}: {block}, {device}", fontsize=10)
+            reps = int(df["repeats"].dropna().min()) if df["repeats"].notna().any() else 0
+            # One timed pass per point is noise, not a trend: the title says so.
+            caveat = " — 1 repeat per point: noisy" if reps <= 1 else f" — median of {reps} repeats"
+            ax.set_title(f"{what}: {block}, {device}{caveat}", fontsize=9)
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=7)
     fig.tight_layout()

@@ -95,39 +95,68 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['plugin']} {r['method']} {r['grad_mode']}" + (f" s{r['seed']}" if r.get("seed") else "")
 
 
+def _facets(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((r["method"], r["grad_mode"]) for r in records))
+
+
+def _plugin_styles(records: list[dict[str, Any]]):
+    plugins = list(dict.fromkeys(r["plugin"] for r in records))
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1))]
+    return {p: (f"C{i % 10}", styles[i % len(styles)]) for i, p in enumerate(plugins)}
+
+
 def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Loss against iteration and wall time; fitted trajectories against the truth."""
+    """Loss against iteration and against training time, and the fitted trajectories against the truth.
+
+    One panel per method × grad mode (curves of the same setting across plugins lie on top of each
+    other when the plugins agree, so each plugin gets its own colour and line style there), log
+    axes where the data spans decades, legends outside the data.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     with_history = [r for r in records if r.get("history", {}).get("loss")]
     if not with_history:
         return []
     out.mkdir(exist_ok=True)
+    facets, style = _facets(with_history), _plugin_styles(with_history)
+    cols = min(3, len(facets))
+    rows = -(-len(facets) // cols)
     paths = []
     for xkey, xlabel, name in (("iteration", "iteration", "loss_vs_iteration.png"),
-                               ("time_s", "training wall time (s, timed region only)", "loss_vs_time.png")):
-        fig, ax = plt.subplots(figsize=(9, 5.5))
-        # Colour names the method × grad mode, the line style the plugin, so twenty-odd
-        # curves stay tellable apart.
-        combos = list(dict.fromkeys((r["method"], r["grad_mode"]) for r in with_history))
-        plugins = list(dict.fromkeys(r["plugin"] for r in with_history))
-        styles = ["-", "--", ":", "-."]
-        for r in with_history:
-            loss = r["history"]["loss"]
-            x = np.arange(1, len(loss) + 1) if xkey == "iteration" else r["history"]["time_s"]
-            ax.plot(x, loss, label=_label(r), lw=1.2,
-                    color=plt.cm.tab10(combos.index((r["method"], r["grad_mode"])) % 10),
-                    linestyle=styles[plugins.index(r["plugin"]) % len(styles)])
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("training loss (MSE)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+                               ("time_s", "training time (s, timed region, log)", "loss_vs_time.png")):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 2.2, 2.8 * rows), squeeze=False,
+                                 sharey=True)
+        for ax, (method, grad) in zip(axes.flat, facets):
+            for r in (r for r in with_history if (r["method"], r["grad_mode"]) == (method, grad)):
+                loss = r["history"]["loss"]
+                x = np.arange(1, len(loss) + 1) if xkey == "iteration" else r["history"]["time_s"]
+                colour, dash = style[r["plugin"]]
+                ax.plot(x, loss, color=colour, linestyle=dash, lw=1.4,
+                        label=r["plugin"] + (f" seed {r['seed']}" if r.get("seed") else ""))
+            ax.set_title(f"{method}, {grad}", fontsize=9)
+            ax.set_yscale("log")
+            if xkey == "time_s":  # torch and JAX times differ by decades
+                ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+            ax.tick_params(labelsize=7)
+            # Minor ticks on log axes get labels by default: they crowd out the decades.
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        for ax in axes.flat[len(facets):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel(xlabel, fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("training loss (MSE)", fontsize=8)
+        handles = {line.get_label(): line for ax in axes.flat for line in ax.get_lines()}
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   fontsize=8, title="plugin", title_fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(out / name)
     trajectories = _trajectory_figure(with_history, out, plt)
@@ -135,38 +164,42 @@ def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
 
 
 def _trajectory_figure(records, out: Path, plt) -> Path | None:
+    """Rows: method × grad mode; columns: the snapshot iterations; one curve per plugin over the truth."""
     with_snaps = [r for r in records if r.get("snapshots")]
     iters = sorted({int(k) for r in with_snaps for k in r["snapshots"]})
     if not with_snaps or not iters:  # a run without snapshots (training.snapshots = []) has none to draw
         return None
-    fig, axes = plt.subplots(len(with_snaps), len(iters), figsize=(2.6 * len(iters), 2.4 * len(with_snaps)),
-                             squeeze=False)
-    truth = None
-    for i, r in enumerate(with_snaps):
-        if truth is None:
-            truth = _truth_for(r, make_problem)
+    facets, style = _facets(with_snaps), _plugin_styles(with_snaps)
+    fig, axes = plt.subplots(len(facets), len(iters), figsize=(2.5 * len(iters) + 2.0, 2.3 * len(facets)),
+                             squeeze=False, sharex=True, sharey=True)
+    truth = _truth_for(with_snaps[0], make_problem)
+    for i, (method, grad) in enumerate(facets):
         for j, k in enumerate(iters):
             ax = axes[i][j]
             if truth is not None:
-                ax.plot(truth[:, 0], truth[:, 1], color="0.6", lw=1.5, label="truth")
-            traj = r["snapshots"].get(str(k))
-            if traj is not None:
-                traj = np.asarray(traj)
-                ax.plot(traj[:, 0], traj[:, 1], color="C3", lw=1, label="model")
+                ax.plot(truth[:, 0], truth[:, 1], color="0.65", lw=2.2, label="truth")
+            for r in with_snaps:
+                traj = r["snapshots"].get(str(k)) if (r["method"], r["grad_mode"]) == (method, grad) else None
+                if traj is not None:
+                    traj = np.asarray(traj)
+                    colour, dash = style[r["plugin"]]
+                    ax.plot(traj[:, 0], traj[:, 1], color=colour, linestyle=dash, lw=1.1, label=r["plugin"])
             if truth is not None:  # frame the truth: a diverging fit must not shrink it
                 pad = 0.15 * np.ptp(truth, axis=0)
                 ax.set_xlim(truth[:, 0].min() - pad[0], truth[:, 0].max() + pad[0])
                 ax.set_ylim(truth[:, 1].min() - pad[1], truth[:, 1].max() + pad[1])
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.tick_params(labelsize=6)
             if i == 0:
                 ax.set_title(f"iteration {k}", fontsize=9)
             if j == 0:
-                ax.set_ylabel(_label(r), fontsize=7)
-    axes[0][0].legend(fontsize=6, loc="lower left")
+                ax.set_ylabel(f"{method}, {grad}\ny₂", fontsize=8)
+            if i == len(facets) - 1:
+                ax.set_xlabel("y₁", fontsize=8)
+    handles = {line.get_label(): line for ax in axes.flat for line in ax.get_lines()}
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
     path = out / "trajectories.png"
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
