@@ -15,8 +15,9 @@ import importlib.util
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-#: Canonical method names, lowercase. Plugins map them to their native spelling.
-FIXED_METHODS = ("euler", "midpoint", "heun", "rk4")
+#: Canonical method names, lowercase. Plugins map them to their native spelling. ``rk4`` is
+#: Kutta's 3/8 rule (torchdiffeq's), ``rk4-classic`` the classical 1/6, 1/3, 1/3, 1/6 method.
+FIXED_METHODS = ("euler", "midpoint", "heun", "rk4", "rk4-classic")
 ADAPTIVE_METHODS = ("bosh3", "dopri5", "tsit5", "dopri8")
 STIFF_METHODS = ("radau", "bdf", "lsoda", "kvaerno5")
 METHODS = FIXED_METHODS + ADAPTIVE_METHODS + STIFF_METHODS
