@@ -26,6 +26,12 @@ METHODS = FIXED_METHODS + ADAPTIVE_METHODS + STIFF_METHODS
 #: the seminorm variant of Kidger et al. 2021, and recompute-per-step.
 GRAD_MODES = ("backprop", "adjoint", "adjoint-seminorm", "checkpoint")
 
+#: Where a plugin's :attr:`SolveStats.nfe` comes from (:attr:`SolverPlugin.nfe_source`):
+#: ``counter`` — evaluations tallied as they are made (the library's own counter, e.g. scipy's
+#: ``nfev``, or the solver's own); ``formula`` — derived from the library's step statistics
+#: (stages × attempted steps, plus start-up evaluations); ``none`` — no count is reported.
+NFE_SOURCES = ("counter", "formula", "none")
+
 FRAMEWORKS = ("torch", "jax", "numpy")
 DEVICES = ("cpu", "cuda")
 
@@ -53,7 +59,9 @@ class SolveStats:
         n_steps: steps attempted (accepted + rejected for adaptive methods).
         n_accepted: accepted steps.
         n_rejected: rejected steps.
-        nfe: the library's own count of vector-field evaluations.
+        nfe: vector-field evaluations of the forward solve, as the plugin's
+            :attr:`SolverPlugin.nfe_source` says: counted, or derived by a formula from the
+            library's step statistics (None where there is neither).
         extra: anything else the library reports (``njev``, ``nlu``, ...).
     """
 
@@ -109,6 +117,8 @@ class SolverPlugin:
         devices: supported entries of :data:`DEVICES`.
         fixed_step_methods: the subset of ``methods`` that take fixed steps (on the
             output grid unless ``step_size`` is given).
+        nfe_source: one of :data:`NFE_SOURCES`: how :attr:`SolveStats.nfe` is obtained; the
+            plugin's docstring says exactly what it counts.
         backend: the framework whose backend builds and trains models through this
             plugin; defaults to ``framework``. scipy's plugin is ``numpy`` but trains torch
             models through its black-box adjoint, so it sets ``"torch"``.
@@ -123,6 +133,7 @@ class SolverPlugin:
     grad_modes: ClassVar[tuple[str, ...]] = ()
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
+    nfe_source: ClassVar[str] = ""  # undeclared: every plugin must set one of NFE_SOURCES
     backend: ClassVar[str] = ""
 
     @classmethod
@@ -158,6 +169,7 @@ class SolverPlugin:
             "methods": sorted(cls.methods),
             "grad_modes": list(cls.grad_modes),
             "devices": list(cls.devices),
+            "nfe_source": cls.nfe_source,
             "available": cls.available(),
         }
 

@@ -380,6 +380,12 @@ class DiffraxPlugin(SolverPlugin):
 
     ``solve`` is the jittable core (status as an integer code, statistics as arrays);
     ``odeint`` is the protocol's Python-level call returning a :class:`Solution`.
+
+    diffrax counts no evaluations, so ``SolveStats.nfe`` is a formula (``nfe_source =
+    "formula"``, :func:`expected_nfe`) over ``sol.stats["num_steps"]`` and the wrapped
+    controller's count of first-step retries: ``stages × num_steps`` for non-FSAL methods,
+    ``(stages - 1) × num_steps + retries + 1`` for FSAL ones (see the module docstring); None
+    for kvaerno5, whose Newton iterations make the count data-dependent.
     """
 
     name: ClassVar[str] = "diffrax"
@@ -391,6 +397,7 @@ class DiffraxPlugin(SolverPlugin):
     grad_modes: ClassVar[tuple[str, ...]] = ("backprop", "checkpoint", "adjoint", "adjoint-seminorm")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
+    nfe_source: ClassVar[str] = "formula"
 
     @classmethod
     def unsupported_reason(cls, method: str, grad_mode: str, device: str = "cpu") -> str | None:

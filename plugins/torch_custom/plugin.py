@@ -20,6 +20,10 @@ class TorchCustomPlugin(SolverPlugin):
     ``step_size`` is the first step (diffrax's ``dt0``). Solver failures come back as
     ``Solution.status``; after a backward pass ``Solution.stats.extra`` holds ``nfe_bwd``
     and ``n_vjp`` (adjoint / checkpoint).
+
+    ``SolveStats.nfe`` (``nfe_source = "counter"``) is the RK core's own tally of the calls of
+    ``f`` it makes in the forward solve: the stages of every attempted step, the first
+    evaluation, the first-step heuristic's one, and any made for cubic Hermite output.
     """
 
     name: ClassVar[str] = "torch_custom"
@@ -30,6 +34,7 @@ class TorchCustomPlugin(SolverPlugin):
     methods: ClassVar[dict[str, str]] = {m: m for m in _METHODS} | _NATIVE
     grad_modes: ClassVar[tuple[str, ...]] = GRAD_MODES
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    nfe_source: ClassVar[str] = "counter"
 
     def odeint(self, f: Any, y0: Any, ts: Any, *, method: str, rtol: float = 1e-7, atol: float = 1e-9,
                step_size: float | None = None, grad_mode: str = "backprop",
