@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import platform
-import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,46 +75,79 @@ class PeakRSS:
     """Peak resident set over a region, minus the resident set just before it.
 
     On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` to the current
-    RSS, so the peak is that of the region alone. Elsewhere (or when the reset is not
-    permitted) it falls back to ``ru_maxrss``, the peak of the whole process, and says so
-    in :attr:`method`; run each case in a fresh process so that peak is still the case's.
+    RSS, so the kernel's high-water mark at the end is the peak of the region alone
+    (:attr:`method` ``"VmHWM"``). Where that reset is not permitted, a background thread
+    samples ``VmRSS`` every :attr:`period_s` seconds over the region (:attr:`method`
+    ``"sampled VmRSS every 1 ms (...)"``): it can miss a spike shorter than the period, never
+    reports one from before the region. Where neither exists (no ``/proc``), :attr:`peak` and
+    :attr:`delta` are NaN and :attr:`method` is ``"unavailable: <reason>"``. The process-
+    lifetime ``ru_maxrss`` is never used: it is a peak of another region.
+
+    Arguments:
+        period_s: sampling period of the fallback, in seconds.
     """
 
-    def __init__(self) -> None:
-        self.baseline = 0
-        self.peak = 0
+    def __init__(self, period_s: float = 1e-3) -> None:
+        self.period_s = period_s
+        self.baseline: int | float = 0
+        self.peak: int | float = 0
         self.method = ""
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._sampled = 0
 
     def __enter__(self) -> PeakRSS:
         gc.collect()
         try:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")
+            reset_error = None
+        except OSError as err:
+            reset_error = f"{type(err).__name__}: {err}"
+        baseline = _proc_status_kb("VmRSS")
+        if baseline is None:
+            self.baseline = self.peak = float("nan")
+            self.method = "unavailable: /proc/self/status has no VmRSS (not Linux?)"
+            return self
+        self.baseline = baseline * 1024
+        if reset_error is None:
             self.method = "VmHWM"
-        except OSError:
-            self.method = "ru_maxrss"
-        self.baseline = self._rss_now()
+            return self
+        self.method = f"sampled VmRSS every {self.period_s * 1e3:g} ms (clear_refs not writable: {reset_error})"
+        self._sampled = self.baseline
+        self._stop.clear()
+        self._sampler = threading.Thread(target=self._sample, name="PeakRSS-sampler", daemon=True)
+        self._sampler.start()
         return self
 
-    def _rss_now(self) -> int:
-        kb = _proc_status_kb("VmRSS")
-        if kb is not None:
-            return kb * 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def _sample(self) -> None:
+        while not self._stop.wait(self.period_s):
+            kb = _proc_status_kb("VmRSS")
+            if kb is not None and kb * 1024 > self._sampled:
+                self._sampled = kb * 1024
 
     def __exit__(self, *exc: object) -> None:
-        kb = _proc_status_kb("VmHWM") if self.method == "VmHWM" else None
+        if self.method.startswith("unavailable"):
+            return
+        if self._sampler is not None:
+            self._stop.set()
+            self._sampler.join()
+            self._sampler = None
+            kb = _proc_status_kb("VmRSS")  # the end of the region is part of it
+            self.peak = max(self._sampled, 0 if kb is None else kb * 1024)
+            return
+        kb = _proc_status_kb("VmHWM")
         if kb is None:
-            self.method = "ru_maxrss"
-            # ru_maxrss is KiB on Linux, bytes on macOS.
-            scale = 1 if sys.platform == "darwin" else 1024
-            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+            self.peak = float("nan")
+            self.method = "unavailable: VmHWM could not be read at the end of the region"
         else:
             self.peak = kb * 1024
 
     @property
-    def delta(self) -> int:
-        """Bytes the region added at its peak (never negative)."""
+    def delta(self) -> int | float:
+        """Bytes the region added at its peak (never negative); NaN when unavailable."""
+        if not math.isfinite(self.peak) or not math.isfinite(self.baseline):
+            return float("nan")
         return max(0, self.peak - self.baseline)
 
 

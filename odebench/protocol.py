@@ -16,8 +16,9 @@ import importlib.util
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-#: Canonical method names, lowercase. Plugins map them to their native spelling.
-FIXED_METHODS = ("euler", "midpoint", "heun", "rk4")
+#: Canonical method names, lowercase. Plugins map them to their native spelling. ``rk4`` is
+#: Kutta's 3/8 rule (torchdiffeq's), ``rk4-classic`` the classical 1/6, 1/3, 1/3, 1/6 method.
+FIXED_METHODS = ("euler", "midpoint", "heun", "rk4", "rk4-classic")
 ADAPTIVE_METHODS = ("bosh3", "dopri5", "tsit5", "dopri8")
 STIFF_METHODS = ("radau", "bdf", "lsoda", "kvaerno5")
 METHODS = FIXED_METHODS + ADAPTIVE_METHODS + STIFF_METHODS
@@ -25,6 +26,12 @@ METHODS = FIXED_METHODS + ADAPTIVE_METHODS + STIFF_METHODS
 #: Gradient modes: discretise-then-optimise, Algorithm 1 of Chen et al. 2018,
 #: the seminorm variant of Kidger et al. 2021, and recompute-per-step.
 GRAD_MODES = ("backprop", "adjoint", "adjoint-seminorm", "checkpoint")
+
+#: Where a plugin's :attr:`SolveStats.nfe` comes from (:attr:`SolverPlugin.nfe_source`):
+#: ``counter`` — evaluations tallied as they are made (the library's own counter, e.g. scipy's
+#: ``nfev``, or the solver's own); ``formula`` — derived from the library's step statistics
+#: (stages × attempted steps, plus start-up evaluations); ``none`` — no count is reported.
+NFE_SOURCES = ("counter", "formula", "none")
 
 FRAMEWORKS = ("torch", "jax", "numpy")
 DEVICES = ("cpu", "cuda")
@@ -53,7 +60,9 @@ class SolveStats:
         n_steps: steps attempted (accepted + rejected for adaptive methods).
         n_accepted: accepted steps.
         n_rejected: rejected steps.
-        nfe: the library's own count of vector-field evaluations.
+        nfe: vector-field evaluations of the forward solve, as the plugin's
+            :attr:`SolverPlugin.nfe_source` says: counted, or derived by a formula from the
+            library's step statistics (None where there is neither).
         extra: anything else the library reports (``njev``, ``nlu``, ...).
     """
 
@@ -128,6 +137,8 @@ class SolverPlugin(abc.ABC):
         devices: supported entries of :data:`DEVICES`.
         fixed_step_methods: the subset of ``methods`` that take fixed steps (on the
             output grid unless ``step_size`` is given).
+        nfe_source: one of :data:`NFE_SOURCES`: how :attr:`SolveStats.nfe` is obtained; the
+            plugin's docstring says exactly what it counts.
         backend: the framework whose backend builds and trains models through this
             plugin; defaults to ``framework``. scipy's plugin is ``numpy`` but trains torch
             models through its black-box adjoint, so it sets ``"torch"``.
@@ -142,6 +153,7 @@ class SolverPlugin(abc.ABC):
     grad_modes: ClassVar[tuple[str, ...]] = ()
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
+    nfe_source: ClassVar[str] = ""  # undeclared: every plugin must set one of NFE_SOURCES
     backend: ClassVar[str] = ""
 
     @classmethod
@@ -177,6 +189,7 @@ class SolverPlugin(abc.ABC):
             "methods": sorted(cls.methods),
             "grad_modes": list(cls.grad_modes),
             "devices": list(cls.devices),
+            "nfe_source": cls.nfe_source,
             "available": cls.available(),
         }
 

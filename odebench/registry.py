@@ -199,13 +199,14 @@ def get_plugin(name: str) -> SolverPlugin:
 
 
 def describe_all() -> list[dict]:
-    """One dict per registered plugin: name, framework, version, methods, grad modes, availability."""
+    """One dict per registered plugin: name, framework, version, methods, grad modes, devices,
+    NFE source, availability."""
     rows = []
     for name, e in _entries(GROUP).items():
         cls = e.load()
         if cls is None:
             rows.append({"name": name, "framework": None, "version": None, "methods": [],
-                         "grad_modes": [], "devices": [], "available": e.error})
+                         "grad_modes": [], "devices": [], "nfe_source": None, "available": e.error})
         else:
             rows.append(cls.describe())
     return rows

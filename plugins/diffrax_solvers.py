@@ -2,13 +2,15 @@
 
 Nothing here imports JAX at module import time: the plugin is listed (and reported
 "unavailable — `pip install odebench[jax]`") on machines without JAX; the solvers,
-the classical RK4 tableau and the helper modules are built on first use.
+the two RK4 tableaus (``rk4``: Kutta's 3/8 rule, as torchdiffeq and torch_custom;
+``rk4-classic``: the classical 1/6, 1/3, 1/3, 1/6 method) and the helper modules are
+built on first use.
 
 What diffrax evaluates (used for :attr:`SolveStats.nfe`; checked against a counting
 vector field in ``tests/test_diffrax_plugin.py``), per *attempted* step (accepted or
 rejected, ``num_steps`` in ``sol.stats``):
 
-- non-FSAL explicit methods (euler 1, midpoint 2, heun 2, rk4 4): ``s`` evaluations,
+- non-FSAL explicit methods (euler 1, midpoint 2, heun 2, rk4 4, rk4-classic 4): ``s`` evaluations,
   nothing else, so ``nfe = s * num_steps``.
 - FSAL explicit methods (bosh3 4 stages, dopri5 7, tsit5 7, dopri8 14): diffrax does no
   evaluation at ``init`` (it seeds the FSAL slot with zeros and a ``first_step`` flag),
@@ -72,7 +74,8 @@ _NATIVE = {
     "euler": "Euler",
     "midpoint": "Midpoint",
     "heun": "Heun",
-    "rk4": "RK4 (classical ButcherTableau on diffrax.AbstractERK)",
+    "rk4": "RK38 (Kutta's 3/8 rule, a ButcherTableau on diffrax.AbstractERK)",
+    "rk4-classic": "RK4Classic (the classical RK4, a ButcherTableau on diffrax.AbstractERK)",
     "bosh3": "Bosh3",
     "dopri5": "Dopri5",
     "tsit5": "Tsit5",
@@ -86,6 +89,7 @@ STAGES: dict[str, tuple[int, bool]] = {
     "midpoint": (2, False),
     "heun": (2, False),
     "rk4": (4, False),
+    "rk4-classic": (4, False),
     "bosh3": (4, True),
     "dopri5": (7, True),
     "tsit5": (7, True),
@@ -134,14 +138,15 @@ def _jax_parts() -> Any:
     import jax.numpy as jnp
     import numpy as np
 
-    class _RK4Interpolation(diffrax.AbstractLocalInterpolation):
-        """The classical RK4's free third-order continuous extension.
+    class _CubicInterpolation(diffrax.AbstractLocalInterpolation):
+        """A four-stage method's free third-order continuous extension.
 
-        ``y(t0 + θh) = y0 + Σ b_i(θ) k_i`` with ``b1 = θ - 3θ²/2 + 2θ³/3``,
-        ``b2 = b3 = θ² - 2θ³/3``, ``b4 = -θ²/2 + 2θ³/3`` (``b_i(1)`` are the RK4 weights);
-        ``k_i`` are diffrax's stage increments ``h f_i``.
+        ``y(t0 + θh) = y0 + Σ b_i(θ) k_i`` with cubic weights ``b_i(θ)`` (``b_i(1)`` are the
+        method's weights), whose (θ³, θ², θ) coefficients are the rows of the subclass's
+        ``weights``; ``k_i`` are diffrax's stage increments ``h f_i``.
         """
 
+        weights: ClassVar[np.ndarray]
         t0: Any
         t1: Any
         coeffs: Any  # (θ³, θ², θ, 1) coefficients, stacked on a leading axis of 4
@@ -150,13 +155,7 @@ def _jax_parts() -> Any:
             del y1
             self.t0 = t0
             self.t1 = t1
-            m = np.array(
-                [
-                    [2 / 3, -2 / 3, -2 / 3, 2 / 3],  # θ³
-                    [-3 / 2, 1.0, 1.0, -1 / 2],  # θ²
-                    [1.0, 0.0, 0.0, 0.0],  # θ
-                ]
-            )
+            m = self.weights
 
             def _calc(_y0, _k):
                 c = jnp.tensordot(jnp.asarray(m, dtype=_k.dtype), _k, axes=1)
@@ -171,11 +170,58 @@ def _jax_parts() -> Any:
             theta = (t0 - self.t0) / (self.t1 - self.t0)
             return jax.tree.map(lambda c: jnp.polyval(c, theta.astype(c.dtype)), self.coeffs)
 
-    class RK4(diffrax.AbstractERK):
-        """The classical fourth-order Runge–Kutta method (Kutta 1901), 4 stages, not FSAL.
+    class _RK38Interpolation(_CubicInterpolation):
+        """Kutta's 3/8 rule's extension: ``b1 = θ - 15θ²/8 + θ³``, ``b2 = 15θ²/8 - 3θ³/2``,
+        ``b3 = 3θ²/8``, ``b4 = -3θ²/8 + θ³/2``, the unique cubic weights meeting the order-3
+        conditions for every θ (the 3/8 rule's nodes 0, 1/3, 2/3, 1 fix them)."""
+
+        weights: ClassVar[np.ndarray] = np.array(
+            [
+                [1.0, -3 / 2, 0.0, 1 / 2],  # θ³
+                [-15 / 8, 15 / 8, 3 / 8, -3 / 8],  # θ²
+                [1.0, 0.0, 0.0, 0.0],  # θ
+            ]
+        )
+
+    class _RK4ClassicInterpolation(_CubicInterpolation):
+        """The classical RK4's extension: ``b1 = θ - 3θ²/2 + 2θ³/3``,
+        ``b2 = b3 = θ² - 2θ³/3``, ``b4 = -θ²/2 + 2θ³/3``."""
+
+        weights: ClassVar[np.ndarray] = np.array(
+            [
+                [2 / 3, -2 / 3, -2 / 3, 2 / 3],  # θ³
+                [-3 / 2, 1.0, 1.0, -1 / 2],  # θ²
+                [1.0, 0.0, 0.0, 0.0],  # θ
+            ]
+        )
+
+    class RK38(diffrax.AbstractERK):
+        """Kutta's 3/8 rule (Kutta 1901), odebench's canonical ``rk4`` as torchdiffeq's:
+        fourth order, 4 stages, not FSAL.
+
+        Its embedded error estimate is the method minus the second-order
+        ``b̂ = (1/4, 0, 3/4, 0)`` built from the same stages; odebench uses it with fixed
+        steps only.
+        """
+
+        tableau: ClassVar[diffrax.ButcherTableau] = diffrax.ButcherTableau(
+            c=np.array([1 / 3, 2 / 3, 1.0]),
+            b_sol=np.array([1 / 8, 3 / 8, 3 / 8, 1 / 8]),
+            b_error=np.array([1 / 8 - 1 / 4, 3 / 8, 3 / 8 - 3 / 4, 1 / 8]),
+            a_lower=(np.array([1 / 3]), np.array([-1 / 3, 1.0]), np.array([1.0, -1.0, 1.0])),
+        )
+        interpolation_cls: ClassVar[Callable[..., _RK38Interpolation]] = _RK38Interpolation
+
+        def order(self, terms):
+            del terms
+            return 4
+
+    class RK4Classic(diffrax.AbstractERK):
+        """The classical fourth-order Runge–Kutta method (1/6, 1/3, 1/3, 1/6), odebench's
+        ``rk4-classic``: 4 stages, not FSAL.
 
         Its embedded error estimate is RK4 minus the midpoint method built from the same
-        stages (order 2); odebench uses RK4 with fixed steps only.
+        stages (order 2); odebench uses it with fixed steps only.
         """
 
         tableau: ClassVar[diffrax.ButcherTableau] = diffrax.ButcherTableau(
@@ -184,7 +230,7 @@ def _jax_parts() -> Any:
             b_error=np.array([1 / 6, 1 / 3 - 1.0, 1 / 3, 1 / 6]),
             a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
         )
-        interpolation_cls: ClassVar[Callable[..., _RK4Interpolation]] = _RK4Interpolation
+        interpolation_cls: ClassVar[Callable[..., _RK4ClassicInterpolation]] = _RK4ClassicInterpolation
 
         def order(self, terms):
             del terms
@@ -241,7 +287,8 @@ def _jax_parts() -> Any:
         eqx=eqx,
         jax=jax,
         jnp=jnp,
-        RK4=RK4,
+        RK38=RK38,
+        RK4Classic=RK4Classic,
         Field=_Field,
         Tracked=_Tracked,
     )
@@ -253,6 +300,12 @@ class DiffraxPlugin(JaxSolverPlugin):
 
     ``solve`` is the jittable core (status as an integer code, statistics as arrays);
     ``odeint`` is the protocol's Python-level call returning a :class:`Solution`.
+
+    diffrax counts no evaluations, so ``SolveStats.nfe`` is a formula (``nfe_source =
+    "formula"``, :func:`expected_nfe`) over ``sol.stats["num_steps"]`` and the wrapped
+    controller's count of first-step retries: ``stages × num_steps`` for non-FSAL methods,
+    ``(stages - 1) × num_steps + retries + 1`` for FSAL ones (see the module docstring); None
+    for kvaerno5, whose Newton iterations make the count data-dependent.
     """
 
     name: ClassVar[str] = "diffrax"
@@ -264,6 +317,7 @@ class DiffraxPlugin(JaxSolverPlugin):
     grad_modes: ClassVar[tuple[str, ...]] = ("backprop", "checkpoint", "adjoint", "adjoint-seminorm")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
+    nfe_source: ClassVar[str] = "formula"
 
     @classmethod
     def unsupported_reason(cls, method: str, grad_mode: str, device: str = "cpu") -> str | None:
@@ -296,7 +350,8 @@ class DiffraxPlugin(JaxSolverPlugin):
         self.check(method, grad_mode)
         P = _jax_parts()
         dfx, jnp = P.diffrax, P.jnp
-        solver = P.RK4() if method == "rk4" else getattr(dfx, _NATIVE[method])()
+        custom = {"rk4": P.RK38, "rk4-classic": P.RK4Classic}  # diffrax has neither
+        solver = custom[method]() if method in custom else getattr(dfx, _NATIVE[method])()
         n_out = int(ts.shape[0])
         if self.is_fixed_step(method):
             direction = jnp.sign(ts[-1] - ts[0])

@@ -246,7 +246,12 @@ class ScipyPlugin(SolverPlugin):
     ``odeint`` accepts either a numpy vector field ``f(t, y)`` on arrays shaped like ``y0``
     (problems; returns numpy), or a torch ``nn.Module`` / torch callable with torch ``y0`` and
     ``ts`` (training; returns a torch tensor differentiable by the black-box adjoint, which
-    needs torch). See the module docstring for how NFE is counted.
+    needs torch).
+
+    ``SolveStats.nfe`` (``nfe_source = "counter"``) is the number of calls of ``f`` the solve
+    made, counted by the wrapper handed to scipy: scipy's own ``nfev`` (in
+    ``stats.extra["nfev"]``) plus, for Radau and BDF, the finite-difference Jacobian calls
+    outside it (``stats.extra["nfe_jac"]``); see the module docstring.
     """
 
     name: ClassVar[str] = "scipy"
@@ -258,6 +263,7 @@ class ScipyPlugin(SolverPlugin):
     grad_modes: ClassVar[tuple[str, ...]] = ("adjoint",)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset()
+    nfe_source: ClassVar[str] = "counter"
     # Models are trained in torch: the black-box adjoint takes a torch module.
     backend: ClassVar[str] = "torch"
 

@@ -32,6 +32,12 @@ class TorchdiffeqPlugin(SolverPlugin):
     ``adjoint-seminorm`` (``odeint_adjoint`` with ``adjoint_options=dict(norm="seminorm")``).
     Statistics come from torchdiffeq's step callbacks (``callback_step``,
     ``callback_accept_step``, ``callback_reject_step``) on the vector field.
+
+    torchdiffeq counts no evaluations, so ``SolveStats.nfe`` is a formula
+    (``nfe_source = "formula"``) over those callbacks: fixed-step methods ``stages × steps``
+    (euler 1, midpoint 2, rk4 4); adaptive ones ``2 + stages × (accepted + rejected)`` with
+    FSAL counted once (bosh3 3, dopri5 6, dopri8 13), the 2 being ``f(t0, y0)`` and the
+    first-step heuristic's evaluation; None when no step was attempted.
     """
 
     name: ClassVar[str] = "torchdiffeq"
@@ -50,6 +56,7 @@ class TorchdiffeqPlugin(SolverPlugin):
     }
     grad_modes: ClassVar[tuple[str, ...]] = ("backprop", "adjoint", "adjoint-seminorm")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    nfe_source: ClassVar[str] = "formula"
 
     def odeint(self, f, y0, ts, *, method, rtol=1e-7, atol=1e-9, step_size=None,
                grad_mode="backprop", max_steps=100_000) -> Solution:

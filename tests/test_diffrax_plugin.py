@@ -1,5 +1,5 @@
 """The diffrax plugin: NFE bookkeeping, gradients against finite differences, statuses,
-declared capabilities, and the order of the classical RK4 tableau.
+declared capabilities, and the order of the RK4 tableau (Kutta's 3/8 rule).
 
 Each case compiles once (JAX); the full matrices run with ``-m slow``.
 """
@@ -73,7 +73,7 @@ def mlp(seed=0) -> MLP:
 def test_declares_and_imports_without_jax():
     d = P.describe()
     assert d["framework"] == "jax" and d["available"] is None and d["version"]
-    assert set(d["methods"]) == {"euler", "midpoint", "heun", "rk4", "bosh3", "dopri5", "tsit5",
+    assert set(d["methods"]) == {"euler", "midpoint", "heun", "rk4", "rk4-classic", "bosh3", "dopri5", "tsit5",
                                  "dopri8", "kvaerno5"}
     assert d["grad_modes"] == ["backprop", "checkpoint", "adjoint", "adjoint-seminorm"]
     code = ("import sys; import odebench_plugins.diffrax_solvers as m; "

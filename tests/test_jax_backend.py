@@ -55,7 +55,7 @@ def torch_field(weights) -> torch.nn.Module:
 
 
 def torch_rk4_loss(net: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Classical RK4 stepping on ``batch.ts`` (the tableau of the diffrax plugin's rk4)."""
+    """Classical RK4 stepping on ``batch.ts`` (the tableau of the diffrax plugin's rk4-classic)."""
     ts = torch.from_numpy(batch.ts)
     y = torch.from_numpy(batch.y0)
     out = [y]
@@ -87,7 +87,7 @@ def setup():
     from odebench_plugins.diffrax_solvers import DiffraxPlugin
 
     weights = mlp_weights(SPEC, seed=0)
-    trainer = make_trainer(DiffraxPlugin(), SPEC, weights, method="rk4", rtol=1e-7, atol=1e-9,
+    trainer = make_trainer(DiffraxPlugin(), SPEC, weights, method="rk4-classic", rtol=1e-7, atol=1e-9,
                            grad_mode="backprop", max_steps=1000, lr=LR, dtype="float64")
     batches = [spiral_batch(seed) for seed in range(4)]
     jbs = [trainer.to_batch(b) for b in batches]  # compiles once: same shapes

@@ -17,6 +17,7 @@ from odebench.protocol import (
     FRAMEWORKS,
     GRAD_MODES,
     METHODS,
+    NFE_SOURCES,
     Solution,
     SolverPlugin,
     Status,
@@ -78,8 +79,11 @@ def test_capabilities_are_declared_data(name):
     assert set(cls.devices) <= set(DEVICES)
     reason = cls.available()
     assert reason is None or (reason.startswith("unavailable:") and "pip install odebench[" in reason)
+    assert cls.nfe_source in NFE_SOURCES, (
+        f"{name} declares nfe_source {cls.nfe_source!r}; valid: {', '.join(NFE_SOURCES)}")
     described = cls.describe()
     assert described["name"] == name and described["methods"] == sorted(cls.methods)
+    assert described["nfe_source"] == cls.nfe_source
 
 
 @pytest.mark.parametrize("name", PLUGINS)
@@ -93,6 +97,12 @@ def test_every_declared_nonstiff_method_solves_the_spiral(name):
         f, y, t = _field_and_state(plugin.framework, y0, ts)
         sol = plugin.odeint(f, y, t, method=method, rtol=1e-8, atol=1e-10, grad_mode=plugin.grad_modes[0])
         assert isinstance(sol, Solution) and sol.status is Status.OK, (method, sol.message)
+        # a declared source of NFE reports a count for these explicit methods; "none" reports none
+        nfe = sol.stats.nfe
+        if plugin.nfe_source == "none":
+            assert nfe is None, (method, nfe)
+        else:
+            assert isinstance(nfe, int) and nfe > 0, (method, nfe)
         ys = np.asarray(sol.ys.detach() if hasattr(sol.ys, "detach") else sol.ys)
         assert ys.shape == (len(ts), 2, 2)
         # Fixed steps on a 0.01 grid: euler is first order, so a loose bound. Adaptive ones

@@ -86,7 +86,7 @@ RK4 = Tableau(
     b=(1 / 8, 3 / 8, 3 / 8, 1 / 8),
 )
 
-# The classical 1/6, 1/3, 1/3, 1/6 method (not a canonical name; ``method="rk4_classic"``).
+# The classical 1/6, 1/3, 1/3, 1/6 method: the canonical ``rk4-classic``.
 RK4_CLASSIC = Tableau(
     "rk4_classic",
     4,
