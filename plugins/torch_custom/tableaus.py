@@ -213,8 +213,6 @@ TSIT5 = Tableau(
 TABLEAUS: dict[str, Tableau] = {
     t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, RK4_CLASSIC, BOSH3, DOPRI5, TSIT5)
 }
-FIXED = ("euler", "midpoint", "heun", "rk4", "rk4_classic")
-ADAPTIVE = ("bosh3", "dopri5", "tsit5")
 
 
 def get(method: str) -> Tableau:
