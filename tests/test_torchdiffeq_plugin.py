@@ -1,4 +1,6 @@
-"""The torchdiffeq plugin: NFE counted by the harness equals torchdiffeq's own step callbacks."""
+"""The torchdiffeq plugin's particulars: its step callbacks on the user's module, the phases of
+the harness's counts, the seminorm's reverse step size. Orders, gradients, NFE agreement with
+the callbacks and the contract are checked for every plugin in test_conformance.py."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from odebench_plugins.torchdiffeq_solvers import TorchdiffeqPlugin
 
 PLUGIN = TorchdiffeqPlugin()
 SPEC = MLPSpec((2, 16, 2))
-STAGES = {"euler": 1, "midpoint": 2, "rk4": 4}
 
 
 def _batch(n_times=10):
@@ -25,24 +26,14 @@ def _batch(n_times=10):
     return Batch(truth[starts], p.ts[:n_times], np.stack([truth[starts + i] for i in range(n_times)]))
 
 
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
-def test_fixed_grid_nfe_is_stages_per_step(method):
-    counter = NFECounter()
-    f = CountingField(MLPField(SPEC, mlp_weights(SPEC, 0), torch.float64), counter)
-    ts = torch.linspace(0, 1, 11, dtype=torch.float64)
-    sol = PLUGIN.odeint(f, torch.ones(3, 2, dtype=torch.float64), ts, method=method)
-    assert sol.ok and sol.stats.n_steps == 10
-    assert counter.nfe_fwd == STAGES[method] * 10 == sol.stats.nfe
-
-
-@pytest.mark.parametrize("method", ["bosh3", "dopri5", "dopri8"])
 @pytest.mark.parametrize("grad_mode", ["backprop", "adjoint", "adjoint-seminorm"])
-def test_adaptive_nfe_counter_equals_library_callbacks(method, grad_mode):
-    trainer = make_trainer(PLUGIN, SPEC, mlp_weights(SPEC, 1), method=method, rtol=1e-6, atol=1e-8,
+def test_instrumented_pass_splits_forward_and_backward(grad_mode):
+    """The forward callbacks count only the forward solve; the adjoint's reverse solve (whose
+    ``*_adjoint`` callbacks the plugin leaves alone) is counted by the harness as backward."""
+    trainer = make_trainer(PLUGIN, SPEC, mlp_weights(SPEC, 1), method="dopri5", rtol=1e-6, atol=1e-8,
                            grad_mode=grad_mode, max_steps=10_000, lr=1e-3, dtype="float64")
     p = trainer.instrumented(trainer.to_batch(_batch()))
-    assert p.stats.nfe == p.nfe_fwd  # 2 + stages × attempted steps, from the callbacks
-    assert p.stats.n_steps == p.stats.n_accepted + p.stats.n_rejected >= 1
+    assert p.stats.nfe == p.nfe_fwd > 0
     if grad_mode == "backprop":
         assert p.nfe_bwd == 0 and p.saved_bytes > 0
     else:
@@ -57,13 +48,6 @@ def test_instrumented_pass_leaves_parameters_alone():
     assert all(np.array_equal(a, b) for a, b in zip(before, trainer.parameters_numpy()))
     trainer.backward(trainer.forward(trainer.to_batch(_batch())))
     assert not all(np.array_equal(a, b) for a, b in zip(before, trainer.parameters_numpy()))
-
-
-def test_max_steps_is_a_status_not_an_exception():
-    f = MLPField(SPEC, mlp_weights(SPEC, 0), torch.float64)
-    sol = PLUGIN.odeint(f, torch.ones(1, 2, dtype=torch.float64), torch.linspace(0, 50, 3, dtype=torch.float64),
-                        method="dopri5", rtol=1e-12, atol=1e-14, max_steps=3)
-    assert sol.status.value == "max_steps" and sol.ys is None and "max_num_steps" in sol.message
 
 
 def test_callbacks_do_not_leak_onto_the_users_module():
