@@ -54,6 +54,25 @@ def unstable(median: Any, iqr: Any) -> bool:
     return _num(median) and _num(iqr) and median > 0 and iqr > DISPERSION_LIMIT * median
 
 
+def clip(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters for display, cut at a word boundary with an ellipsis.
+
+    Records keep the whole message; only tables shorten it. A single word longer than half the
+    width (a path) is cut inside rather than dropped whole.
+
+    Arguments:
+        text: the message.
+        width: the most characters to show, the ellipsis included.
+    """
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space > width // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"
+
+
 def groups(df: pd.DataFrame, keys: list[str]) -> Iterator[tuple[Any, pd.DataFrame, pd.DataFrame, str]]:
     """Yield ``(key, group, ok_rows, status_text)`` per group of ``keys`` (missing tolerances kept).
 
@@ -66,7 +85,7 @@ def groups(df: pd.DataFrame, keys: list[str]) -> Iterator[tuple[Any, pd.DataFram
         status = ", ".join(f"{s}×{n}" if n > 1 else s for s, n in g["status"].value_counts().items())
         msg = next((m for m in g["message"] if isinstance(m, str) and m), "")
         if status != "ok" and msg:
-            status += f" ({msg[:70]})"
+            status += f" ({clip(msg, 70)})"
         yield key, g, ok, status
 
 
