@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +27,19 @@ class SuiteError(ValueError):
 
 
 # A field spec: (type, constraint). Constraint is a tuple of choices, "pos" (> 0),
-# "nonneg" (>= 0), or None. Lists are checked element-wise.
+# "nonneg" (>= 0), "name" (an identifier, see NAME_RULE), or None. Lists are checked
+# element-wise; every float must be finite.
 _INT, _FLOAT, _STR, _BOOL = int, float, str, bool
 ISOLATION = ("process", "inline")
 DTYPES = ("float32", "float64")
+#: A suite name becomes a folder under the results root: one path component that cannot
+#: climb out of it (no '/', not '.' or '..', not empty, not hidden).
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 #: Sections every suite has, whatever its workload. A workload (see
 #: :mod:`odebench.workloads`) adds its own sections and matrix axes.
 COMMON_SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
-    "suite": {"name": (_STR, None), "description": (_STR, None), "workload": (_STR, None),
+    "suite": {"name": (_STR, "name"), "description": (_STR, None), "workload": (_STR, None),
               "reference": (_STR, None), "default_profile": (_STR, None)},
     "measure": {"warmup": (_INT, "nonneg"), "repeats": (_INT, "pos"), "timeout_s": (_FLOAT, "pos"),
                 "isolation": (_STR, ISOLATION), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES),
@@ -70,6 +76,11 @@ def _check_value(where: str, value: Any, typ: Any, constraint: Any) -> Any:
         value = float(value)
     if typ is _INT and isinstance(value, bool) or not isinstance(value, typ):
         raise SuiteError(f"{where} must be {typ.__name__}, got {value!r}")
+    if typ is _FLOAT and not math.isfinite(value):  # JSON has no inf/nan: run.json and records would break
+        raise SuiteError(f"{where} must be a finite number, got {value!r}")
+    if constraint == "name" and not NAME_RULE.fullmatch(value):
+        raise SuiteError(f"{where} {value!r} is not a valid name; valid: letters, digits, '_', '.' and '-', "
+                         f"starting with a letter or digit (^{NAME_RULE.pattern}$)")
     if isinstance(constraint, tuple) and value not in constraint:
         raise SuiteError(f"unknown value {value!r} for {where}; valid: {_choices(constraint)}")
     if constraint == "pos" and not value > 0:
@@ -291,6 +302,87 @@ def check_problem_and_model(config: dict[str, dict[str, Any]], where: str) -> No
         if snap > train["iterations"]:
             raise SuiteError(f"training.snapshots has {snap}, beyond training.iterations = "
                              f"{train['iterations']}")
+    check_problem_fit(config)
+
+
+def check_problem_fit(config: dict[str, dict[str, Any]]) -> None:
+    """Cross-checks of the ``train`` workload's values against its problem, made when the suite
+    is loaded so that a setting no case can run with fails before the first case starts.
+
+    Arguments:
+        config: the settings, with a known problem name and the model and training keys present.
+
+    Raises:
+        SuiteError: for a problem parameter of the wrong type or not finite, ``t1 <= t0``, fewer
+            than two observation times, an initial state or matrix whose size is not the
+            problem's state dimension, model sizes that do not start and end with that
+            dimension, a window of fewer than two points, or more windows per batch than the
+            observation times hold.
+    """
+    from odebench.problems import PROBLEMS
+    from odebench.workloads.train import make_problem
+
+    name, params = config["problem"]["name"], config["problem"]["params"]
+    defaults = PROBLEMS[name]()
+    for key, value in params.items():
+        _check_param(f"problem.params.{key}", value, getattr(defaults, key))
+    problem = make_problem(config)
+    if not problem.t1 > problem.t0:
+        raise SuiteError(f"problem.params.t1 = {problem.t1!r} must be greater than t0 = {problem.t0!r}")
+    n = problem.n_points
+    if n < 2:
+        raise SuiteError(f"problem.params.n_points must be at least 2, got {n}")
+    dim = problem.state_dim
+    for key, value in params.items():  # a matrix parameter (the spiral's A) acts on the state
+        if isinstance(getattr(defaults, key), tuple) and value and isinstance(value[0], list) and \
+                any(len(row) != dim for row in value):
+            raise SuiteError(f"problem.params.{key} must be a square {dim}x{dim} matrix, got rows of length "
+                             f"{', '.join(str(len(row)) for row in value)}")
+    if len(problem.y0) != dim:
+        raise SuiteError(f"problem.params.y0 has {len(problem.y0)} values; the state of {name!r} has {dim}")
+    sizes = config["model"]["sizes"]
+    if len(sizes) < 2:
+        raise SuiteError(f"model.sizes {sizes} needs at least an input and an output size (both {dim})")
+    if sizes[0] != dim or sizes[-1] != dim:
+        raise SuiteError(f"model.sizes {sizes} must start and end with {dim}, the state dimension of {name!r}")
+    bt, bs = config["training"]["batch_time"], config["training"]["batch_size"]
+    if bt < 2:
+        raise SuiteError(f"training.batch_time must be at least 2 (a window is a start and an end point), got {bt}")
+    windows = n - bt  # a window starts at one of the first n - batch_time observations
+    if windows < 1:
+        raise SuiteError(f"training.batch_time = {bt} leaves no window in the problem's {n} observation times; "
+                         f"valid: 2 to {n - 1}")
+    if bs > windows:
+        raise SuiteError(f"training.batch_size = {bs} is more than the {windows} windows of batch_time {bt} in "
+                         f"{n} observation times (problem.params.n_points); valid: 1 to {windows}")
+
+
+def _check_param(where: str, value: Any, default: Any) -> None:
+    """Check a problem parameter against the type of its default: an integer, a finite number, a
+    list of finite numbers (a state) or a list of such lists (a matrix).
+
+    Raises:
+        SuiteError: naming the parameter, the expected kind and the value.
+    """
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def numbers(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(number(x) for x in v)
+
+    if isinstance(default, int) and not isinstance(default, bool):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = number(value), "a finite number"
+    elif isinstance(default, tuple) and default and isinstance(default[0], tuple):
+        ok = isinstance(value, list) and bool(value) and all(numbers(row) for row in value)
+        kind = "a matrix (a list of lists) of finite numbers"
+    elif isinstance(default, tuple):
+        ok, kind = numbers(value), "a non-empty list of finite numbers"
+    else:
+        return
+    if not ok:
+        raise SuiteError(f"{where} must be {kind}, got {value!r}")
 
 
 def suite_file(path: str | Path) -> Path:

@@ -1,0 +1,86 @@
+"""Bad input is refused before anything runs: one line on stderr naming the value and the valid
+choices, exit code 2, no traceback, no results folder, nothing written anywhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import odebench_cli, write_suite
+
+
+def _files(root: Path) -> dict[str, int]:
+    """Every file and folder under ``root`` (path → size, -1 for a folder)."""
+    return {str(p.relative_to(root)): (-1 if p.is_dir() else p.stat().st_size) for p in root.rglob("*")}
+
+
+def refused(tmp_path: Path, *args: str, needles=(), results: Path | None = None):
+    """Run ``odebench ARGS`` from a folder of its own and check the refusal; returns the one line.
+
+    ``--results`` points into the scratch folder for ``run``; nothing under ``tmp_path`` may change.
+    """
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    results = results or cwd / "deep" / "er" / "results"
+    if args[0] == "run":
+        args = (*args, "--results", str(results))
+    before = _files(tmp_path)
+    proc = odebench_cli(*args, cwd=cwd)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert _files(tmp_path) == before  # no results folder, nothing escaped, nothing else touched
+    return lines[0]
+
+
+def _suite(tmp_path: Path, old: str = "", new: str = "", **kw) -> Path:
+    folder = write_suite(tmp_path / "suite", **kw)
+    toml = folder / "suite.toml"
+    if old:
+        assert old in toml.read_text(), old
+        toml.write_text(toml.read_text().replace(old, new, 1))
+    return folder
+
+
+SPAN = "params = { n_points = 60, t1 = 3.0 }"
+
+
+@pytest.mark.parametrize("old, new, needles", [
+    ('name = "mini"', 'name = "../../../escaped"',
+     ["suite.name '../../../escaped' is not a valid name", "^[A-Za-z0-9][A-Za-z0-9_.-]*$"]),
+    ('name = "mini"', 'name = ""', ["suite.name '' is not a valid name"]),
+    ('name = "mini"', 'name = ".."', ["suite.name '..' is not a valid name"]),
+    ("timeout_s = 300", "timeout_s = inf", ["measure.timeout_s must be a finite number, got inf"]),
+    ("lr = 1e-3", "lr = nan", ["training.lr must be a finite number, got nan"]),
+    ("rtol = 1e-5", "rtol = inf", ["matrix.tolerances[0].rtol must be a finite number, got inf"]),
+    (SPAN, "params = { n_points = 60, t0 = 3.0, t1 = 1.0 }",
+     ["problem.params.t1 = 1.0 must be greater than t0 = 3.0"]),
+    (SPAN, 'params = { n_points = 60, t1 = "3" }', ["problem.params.t1 must be a finite number, got '3'"]),
+    (SPAN, "params = { n_points = 1 }", ["problem.params.n_points must be at least 2, got 1"]),
+    (SPAN, "params = { n_points = 60, y0 = [1.0, 0.0, 0.0] }",
+     ["problem.params.y0 has 3 values; the state of 'linear_spiral' has 2"]),
+    ("sizes = [2, 8, 2]", "sizes = [3, 8, 3]", ["model.sizes [3, 8, 3] must start and end with 2"]),
+    ("sizes = [2, 8, 2]", "sizes = [2, 8, 1]", ["model.sizes [2, 8, 1] must start and end with 2"]),
+    ("batch_time = 5", "batch_time = 1", ["training.batch_time must be at least 2", "got 1"]),
+    ("batch_time = 5", "batch_time = 60", ["training.batch_time = 60 leaves no window", "valid: 2 to 59"]),
+    ("batch_size = 4", "batch_size = 56", ["training.batch_size = 56 is more than the 55 windows", "valid: 1 to 55"]),
+])
+def test_a_bad_suite_is_refused_before_the_run(tmp_path, old, new, needles):
+    refused(tmp_path, "run", str(_suite(tmp_path, old, new)), needles=needles)
+
+
+def test_a_valid_suite_of_another_problem_loads(tmp_path):
+    """The dimension checks follow the problem: Lorenz has a 3-dimensional state."""
+    from odebench.suite import load_suite
+
+    folder = _suite(tmp_path, SPAN, 'name = "lorenz"\nparams = { n_points = 30 }')
+    toml = folder / "suite.toml"
+    toml.write_text(toml.read_text().replace('name = "linear_spiral"\n', "").replace("sizes = [2, 8, 2]",
+                                                                                    "sizes = [3, 8, 3]"))
+    assert load_suite(folder).config["model"]["sizes"] == [3, 8, 3]
+    toml.write_text(toml.read_text().replace("sizes = [3, 8, 3]", "sizes = [2, 8, 2]"))
+    with pytest.raises(ValueError, match="must start and end with 3, the state dimension of 'lorenz'"):
+        load_suite(folder)
