@@ -80,6 +80,7 @@ def _load(args):
 
     try:
         suite = load_suite(args.suite, args.profile)
+        _check_suite_plugins(suite)
         if args.repeats is not None:
             if args.repeats < 1:
                 raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
@@ -116,6 +117,27 @@ def _check_plugins(names: list[str]) -> None:
             registry.entry(name)
         except registry.UnknownPluginError as exc:
             raise UsageError(str(exc)) from None
+
+
+def _check_suite_plugins(suite) -> None:
+    """Every plugin a suite's matrix names must be registered (a suite file is read without the
+    registry; a run needs it).
+
+    Raises:
+        UsageError: naming the plugin, where the suite names it, and the registered plugins.
+    """
+    from odebench import registry
+
+    matrix = suite.config["matrix"]
+    named = [("matrix.plugin", name) for name in matrix["plugin"]]
+    for i, inc in enumerate(matrix["include"]):
+        value = inc.get("plugin", [])
+        named += [(f"matrix.include[{i}].plugin", name) for name in (value if isinstance(value, list) else [value])]
+    known = registry.plugin_names()
+    for where, name in named:
+        if name not in known:
+            raise UsageError(f"unknown plugin {name!r} in {where} of suite {suite.name!r}; "
+                             f"registered: {', '.join(known) or 'none'}")
 
 
 def cmd_run(args) -> int:

@@ -67,6 +67,10 @@ SPAN = "params = { n_points = 60, t1 = 3.0 }"
     ("batch_time = 5", "batch_time = 1", ["training.batch_time must be at least 2", "got 1"]),
     ("batch_time = 5", "batch_time = 60", ["training.batch_time = 60 leaves no window", "valid: 2 to 59"]),
     ("batch_size = 4", "batch_size = 56", ["training.batch_size = 56 is more than the 55 windows", "valid: 1 to 55"]),
+    ('plugin = ["torchdiffeq"]', 'plugin = ["torchdiffeq", "nosuch"]',
+     ["unknown plugin 'nosuch' in matrix.plugin", "registered:", "torchdiffeq"]),
+    ("tolerances = [", 'include = [{ plugin = "nosuch", method = "rk4", grad_mode = "backprop" }]\ntolerances = [',
+     ["unknown plugin 'nosuch' in matrix.include[0].plugin", "registered:", "torchdiffeq"]),
 ])
 def test_a_bad_suite_is_refused_before_the_run(tmp_path, old, new, needles):
     refused(tmp_path, "run", str(_suite(tmp_path, old, new)), needles=needles)
