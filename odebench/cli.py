@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,7 +27,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    # Empty items are kept: the suite's matrix then refuses '' by name, listing the valid values,
+    # where dropping them would let `--plugin ''` quietly select every plugin.
+    return [v.strip() for v in value.split(",")]
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
@@ -92,8 +95,8 @@ def _load(args):
                 raise UsageError(f"--data-dir {args.data_dir!r} is not a folder")
             suite.config["data"]["data_dir"] = str(Path(args.data_dir).resolve())
         if args.timeout is not None:
-            if args.timeout <= 0:
-                raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
+            if not (math.isfinite(args.timeout) and args.timeout > 0):  # nan or inf would break run.json
+                raise UsageError(f"--timeout must be a positive, finite number of seconds, got {args.timeout:g}")
             suite.config["measure"]["timeout_s"] = args.timeout
         seeds = None
         if args.seed:
@@ -144,13 +147,7 @@ def cmd_run(args) -> int:
     from odebench import registry, report, runner
 
     if args.resume:
-        run_dir = Path(args.resume)
-        info_path = run_dir / runner.RUN_INFO
-        if not info_path.is_file():
-            raise UsageError(f"--resume {args.resume!r}: not a run folder (no {runner.RUN_INFO})")
-        info = json.loads(info_path.read_text())
-        if args.suite and Path(args.suite).resolve() != Path(info["suite_path"]).resolve():
-            raise UsageError(f"--resume {args.resume!r} is a run of {info['suite_path']!r}, not {args.suite!r}")
+        info = _resume_info(args)
         f = info["filters"]
         args.suite, args.profile = info["suite_path"], info["profile"]
         args.plugin, args.method, args.grad = f.get("plugin"), f.get("method"), f.get("grad_mode")
@@ -169,7 +166,7 @@ def cmd_run(args) -> int:
                  "seed": args.seed, "device": args.device},
         overrides={k: v for k, v in (("repeats", args.repeats), ("timeout_s", args.timeout),
                                      ("data_dir", getattr(args, "data_dir", None))) if v is not None})
-    run_dir = Path(args.resume) if args.resume else runner.new_run_dir(Path(args.results), suite.name)
+    run_dir = Path(args.resume) if args.resume else _new_run_dir(args.results, suite.name)
     unavailable = sorted({c.plugin for c in cases if registry.entry(c.plugin).available()})
     if not args.no_progress:
         print(f"odebench: {suite.name} ({suite.profile}): {len(cases)} cases → {run_dir}", file=sys.stderr)
@@ -185,6 +182,42 @@ def cmd_run(args) -> int:
         print("\nNot run:\n" + "\n".join(skipped))
     print(f"\nreport: {path}")
     return 0
+
+
+def _resume_info(args) -> dict:
+    """The checked ``run.json`` of the run ``--resume`` names.
+
+    Raises:
+        UsageError: for a folder that is not a run, a damaged ``run.json`` or ``records.jsonl``,
+            or a SUITE that is not the run's.
+    """
+    from odebench import rundir
+
+    try:
+        info = rundir.read_run_info(args.resume)
+        rundir.check_records(args.resume)
+    except rundir.RunDirError as exc:
+        raise UsageError(f"--resume {args.resume!r}: {exc}") from None
+    if args.suite and Path(args.suite).resolve() != Path(info["suite_path"]).resolve():
+        raise UsageError(f"--resume {args.resume!r} is a run of {info['suite_path']!r}, not {args.suite!r}")
+    return info
+
+
+def _new_run_dir(results: str, suite_name: str) -> Path:
+    """A fresh run folder under ``--results``, once the root is known to be usable.
+
+    Raises:
+        UsageError: when ``results`` is a file, not writable, or the folder cannot be made.
+    """
+    from odebench import rundir, runner
+
+    try:
+        rundir.check_results_root(results)
+        return runner.new_run_dir(Path(results), suite_name)
+    except rundir.RunDirError as exc:
+        raise UsageError(str(exc)) from None
+    except (OSError, runner.RunError) as exc:
+        raise UsageError(f"--results {results!r}: cannot create a run folder there: {exc}") from None
 
 
 def cmd_list(args) -> int:
@@ -219,7 +252,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from odebench import report
+    from odebench import report, rundir
 
     run_dir = Path(args.run_dir)
     if run_dir.is_file():  # a pytest-benchmark --benchmark-json file
@@ -231,6 +264,10 @@ def cmd_report(args) -> int:
         return 0
     if not (run_dir / "records.jsonl").is_file():
         raise UsageError(f"no records.jsonl in {args.run_dir!r}: give a folder made by `odebench run`")
+    try:
+        rundir.check_records(run_dir, need_one=True)
+    except rundir.RunDirError as exc:
+        raise UsageError(str(exc)) from None
     path = report.render(run_dir)
     print(f"report: {path}")
     return 0

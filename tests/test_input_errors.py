@@ -88,3 +88,90 @@ def test_a_valid_suite_of_another_problem_loads(tmp_path):
     toml.write_text(toml.read_text().replace("sizes = [3, 8, 3]", "sizes = [2, 8, 2]"))
     with pytest.raises(ValueError, match="must start and end with 3, the state dimension of 'lorenz'"):
         load_suite(folder)
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--timeout", "nan"], ["--timeout must be a positive, finite number of seconds, got nan"]),
+    (["--timeout", "inf"], ["--timeout must be a positive, finite number of seconds, got inf"]),
+    (["--plugin", ""], ["--plugin '' is not in suite 'mini'", "valid: torchdiffeq"]),
+    (["--plugin", "torchdiffeq,"], ["--plugin '' is not in suite 'mini'", "valid: torchdiffeq"]),
+    (["--method", ""], ["--method '' is not in suite 'mini'", "valid: euler, rk4"]),
+])
+def test_bad_flags_are_refused(tmp_path, flags, needles):
+    refused(tmp_path, "run", str(_suite(tmp_path)), *flags, needles=needles)
+
+
+def test_results_that_is_a_file_or_cannot_be_written(tmp_path):
+    suite = str(_suite(tmp_path))
+    (tmp_path / "cwd").mkdir()
+    afile = tmp_path / "cwd" / "results.txt"
+    afile.write_text("not a folder")
+    refused(tmp_path, "run", suite, results=afile,
+            needles=[f"--results {str(afile)!r} is not a folder", "valid: a folder"])
+    refused(tmp_path, "run", suite, results=afile / "sub",
+            needles=[f"--results {str(afile / 'sub')!r} is not a folder ({str(afile)!r} is a file)"])
+    if os.geteuid() != 0:  # root writes through permissions
+        locked = tmp_path / "cwd" / "locked"
+        locked.mkdir(mode=0o500)
+        refused(tmp_path, "run", suite, results=locked / "results",
+                needles=[f"--results {str(locked / 'results')!r} is not writable"])
+    if Path("/proc/self").is_dir():  # a folder no one can create anything in, root included
+        refused(tmp_path, "run", suite, results=Path("/proc/odebench-results"),
+                needles=["--results '/proc/odebench-results': cannot create a run folder there"])
+
+
+def _finished_run(tmp_path: Path) -> Path:
+    """A run folder as `odebench run` leaves it after one quick case."""
+    out = odebench_cli("run", str(_suite(tmp_path, iterations=1, methods=("euler",), grads=("backprop",))),
+                       "--results", str(tmp_path / "results"), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = (tmp_path / "results" / "mini").iterdir()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    return _finished_run(tmp_path_factory.mktemp("finished"))
+
+
+def _copy_run(finished_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(finished_run, tmp_path / "cwd" / "results" / "mini" / finished_run.name))
+
+
+@pytest.mark.parametrize("name, text, needles", [
+    ("run.json", '{"suite_path": "/x", "prof', ["run.json is not valid JSON (cut off?)"]),
+    ("run.json", '{"profile": "default", "filters": {}, "overrides": {}}',
+     ["run.json has no valid 'suite_path' (got None); valid: a run.json with suite_path, profile, filters"]),
+    ("run.json", "[1, 2]", ["run.json is not a JSON object"]),
+    ("records.jsonl", "[1, 2]\n", ["line 1 of", "records.jsonl is not a JSON object (a list)"]),
+    ("records.jsonl", "garbage\n{}\n", ["line 1 of", "records.jsonl is not JSON"]),
+    ("records.jsonl", '{"status": "ok"}\n', ["line 1 of", "has no 'case_id'"]),
+])
+def test_a_damaged_run_is_not_resumed(tmp_path, finished_run, name, text, needles):
+    run_dir = _copy_run(finished_run, tmp_path)
+    (run_dir / name).write_text(text)
+    refused(tmp_path, "run", "--resume", str(run_dir), needles=[f"--resume {str(run_dir)!r}: ", *needles])
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("", ["no record in", "(empty)"]),
+    ("garbage\n", ["line 1 of", "is not JSON"]),
+    ('{"case_id": "a/b", "stat', ["no record in", "(only a cut-off line)"]),
+    ("[]\n[]\n", ["line 1 of", "is not a JSON object (a list)"]),
+    ('{"case_id": "a/b", "status": "ok", "workload": "nosuch"}\n', ["unknown workload 'nosuch'", "valid: train"]),
+])
+def test_report_of_damaged_records(tmp_path, finished_run, text, needles):
+    run_dir = _copy_run(finished_run, tmp_path)
+    (run_dir / "records.jsonl").write_text(text)
+    refused(tmp_path, "report", str(run_dir), needles=needles)
+
+
+def test_a_killed_runs_last_line_is_not_damage(tmp_path, finished_run):
+    run_dir = _copy_run(finished_run, tmp_path)
+    with open(run_dir / "records.jsonl", "a") as fh:
+        fh.write('{"case_id": "torchdiffeq/rk4/adj')
+    out = odebench_cli("report", str(run_dir))
+    assert out.returncode == 0, out.stderr
+
