@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def cmd_run(args) -> int:
     if not cases:
         raise UsageError("the filters leave no case to run")
     spec = runner.RunSpec(
-        suite_path=str(Path(args.suite)), profile=suite.profile,
+        suite_path=str(Path(args.suite).resolve()), profile=suite.profile,
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,
                  "seed": args.seed, "device": args.device},
         overrides={k: v for k, v in (("repeats", args.repeats), ("timeout_s", args.timeout),
@@ -185,21 +186,33 @@ def cmd_run(args) -> int:
 
 
 def _resume_info(args) -> dict:
-    """The checked ``run.json`` of the run ``--resume`` names.
+    """The checked ``run.json`` of the run ``--resume`` names, its suite path made absolute.
 
     Raises:
         UsageError: for a folder that is not a run, a damaged ``run.json`` or ``records.jsonl``,
-            or a SUITE that is not the run's.
+            a suite that is no longer where the run found it, or a SUITE that is not the run's.
     """
     from odebench import rundir
+    from odebench.suite import SuiteError, suite_file
 
     try:
         info = rundir.read_run_info(args.resume)
         rundir.check_records(args.resume)
     except rundir.RunDirError as exc:
         raise UsageError(f"--resume {args.resume!r}: {exc}") from None
-    if args.suite and Path(args.suite).resolve() != Path(info["suite_path"]).resolve():
+    recorded = Path(info["suite_path"])
+    # Runs made before suite paths were stored absolute hold the path as typed, relative to the
+    # folder the run started in: run.json's "cwd" where recorded, else the current folder.
+    suite = recorded if recorded.is_absolute() else Path(info.get("cwd") or os.getcwd()) / recorded
+    try:
+        suite_file(suite)
+    except SuiteError:
+        raise UsageError(f"--resume {args.resume!r}: the run's suite {info['suite_path']!r} is not found "
+                         f"(looked at {str(suite)!r}); valid: resume from the folder the run started in, "
+                         "with its suite in place") from None
+    if args.suite and Path(args.suite).resolve() != suite.resolve():
         raise UsageError(f"--resume {args.resume!r} is a run of {info['suite_path']!r}, not {args.suite!r}")
+    info["suite_path"] = str(suite.resolve())
     return info
 
 

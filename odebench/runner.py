@@ -44,10 +44,11 @@ class RunSpec:
     profile: str
     filters: dict[str, list[Any] | None] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cwd: str = field(default_factory=os.getcwd)  # where a relative suite_path is relative to
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite_path": self.suite_path, "profile": self.profile, "filters": self.filters,
-                "overrides": self.overrides}
+                "overrides": self.overrides, "cwd": self.cwd}
 
 
 def new_run_dir(results: Path, suite_name: str) -> Path:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import odebench_cli, write_suite
+from conftest import ROOT, odebench_cli, write_suite
 
 
 def _files(root: Path) -> dict[str, int]:
@@ -175,3 +175,22 @@ def test_a_killed_runs_last_line_is_not_damage(tmp_path, finished_run):
     out = odebench_cli("report", str(run_dir))
     assert out.returncode == 0, out.stderr
 
+
+def test_resume_from_another_folder_and_of_an_old_relative_suite_path(tmp_path, finished_run):
+    """run.json holds the suite's absolute path; an older relative one is read from where the run started."""
+    import json
+
+    run_dir = _copy_run(finished_run, tmp_path)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert Path(info["suite_path"]).is_absolute() and info["cwd"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = odebench_cli("run", "--resume", str(run_dir), "--no-progress", cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+    suite = Path(info["suite_path"])
+    old = {k: v for k, v in info.items() if k != "cwd"} | {"suite_path": os.path.relpath(suite, ROOT)}
+    (run_dir / "run.json").write_text(json.dumps(old))
+    out = odebench_cli("run", "--resume", str(run_dir), "--no-progress", cwd=ROOT)  # where it was started
+    assert out.returncode == 0, out.stderr
+    refused(tmp_path, "run", "--resume", str(run_dir),
+            needles=[f"the run's suite {old['suite_path']!r} is not found", "valid: resume from the folder"])
