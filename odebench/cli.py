@@ -7,6 +7,7 @@ with no traceback; nothing already written is touched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -173,9 +174,10 @@ def cmd_run(args) -> int:
         print(f"odebench: {suite.name} ({suite.profile}): {len(cases)} cases → {run_dir}", file=sys.stderr)
         for name in unavailable:
             print(f"odebench: plugin {name!r} {registry.entry(name).available()}", file=sys.stderr)
-    records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
-                         progress=not args.no_progress, argv=sys.argv)
-    path = report.render(run_dir)
+    with _writer(run_dir):
+        records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
+                             progress=not args.no_progress, argv=sys.argv)
+        path = report.render(run_dir)
     df = report.to_frame(records)
     print(report.summary(df).to_markdown(index=False))
     skipped = report.not_run(df)
@@ -231,6 +233,22 @@ def _new_run_dir(results: str, suite_name: str) -> Path:
         raise UsageError(str(exc)) from None
     except (OSError, runner.RunError) as exc:
         raise UsageError(f"--results {results!r}: cannot create a run folder there: {exc}") from None
+
+
+@contextlib.contextmanager
+def _writer(run_dir: Path):
+    """Hold the run folder for the block: one writer at a time (the run and its report).
+
+    Raises:
+        UsageError: when another process is writing the run folder.
+    """
+    from odebench import rundir
+
+    try:
+        with rundir.hold(run_dir):
+            yield
+    except rundir.RunDirError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_list(args) -> int:

@@ -7,8 +7,11 @@ run folder is a one-line :class:`RunDirError` and nothing already written is tou
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +120,49 @@ def check_records(run_dir: str | Path, *, need_one: bool = False) -> int:
         raise RunDirError(f"no record in {path} ({'empty' if not data.strip() else 'only a cut-off line'}); "
                           "valid: a run with at least one finished case")
     return count
+
+
+_HELD: dict[Path, int] = {}  # run folders this process holds → nesting depth
+
+
+@contextlib.contextmanager
+def hold(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder's writer lock for the block: one process writes a run folder at a time.
+
+    The lock is ``fcntl.flock`` on ``run.lock`` in the folder, taken without waiting; the
+    system drops it when its holder exits, however it exits, so a killed run never leaves
+    a stale lock. Nested holds in one process (``odebench run`` holds the folder across the
+    run and its report; :func:`odebench.runner.run` holds it too) are counted, not re-locked:
+    two ``flock`` calls on separately opened files would exclude each other.
+
+    Raises:
+        RunDirError: when another process holds the lock (its pid is named).
+    """
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    fh = open(key / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RunDirError(f"run folder {str(run_dir)!r} is in use by another odebench process (pid {holder}); "
+                              "one writer at a time: wait for it to finish or stop it, then --resume") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+    finally:
+        fh.close()  # closing the file releases the lock

@@ -226,7 +226,18 @@ def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume
         resume: skip cases that already have a record in ``run_dir``.
         progress: show progress on stderr.
         argv: the command line for ``env.json``.
+
+    Raises:
+        odebench.rundir.RunDirError: when another process is writing ``run_dir``.
     """
+    from odebench.rundir import hold
+
+    with hold(run_dir):
+        return _run(suite, cases, run_dir, spec, resume=resume, progress=progress, argv=argv)
+
+
+def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume: bool, progress: bool,
+         argv: list[str] | None) -> list[dict[str, Any]]:
     from odebench.measure import environment
 
     run_dir = Path(run_dir)
