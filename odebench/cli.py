@@ -235,20 +235,35 @@ def _new_run_dir(results: str, suite_name: str) -> Path:
         raise UsageError(f"--results {results!r}: cannot create a run folder there: {exc}") from None
 
 
+class Stopped(BaseException):
+    """The run was interrupted: ``main`` prints ``message`` and exits with ``code``."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @contextlib.contextmanager
 def _writer(run_dir: Path):
-    """Hold the run folder for the block: one writer at a time (the run and its report).
+    """Hold the run folder for the block (one writer at a time), and turn Ctrl-C or SIGTERM into
+    :class:`Stopped` with the line that says which folder to resume.
 
     Raises:
         UsageError: when another process is writing the run folder.
+        Stopped: on SIGINT (exit 130) or SIGTERM (exit 143), once the case's worker is stopped.
     """
     from odebench import rundir
+    from odebench.stopping import Terminated, exit_code
 
     try:
         with rundir.hold(run_dir):
             yield
     except rundir.RunDirError as exc:
         raise UsageError(str(exc)) from None
+    except (KeyboardInterrupt, Terminated) as exc:
+        raise Stopped(exit_code(exc), f"interrupted ({'SIGINT' if isinstance(exc, KeyboardInterrupt) else exc}): "
+                                      f"finished cases are kept; continue with: odebench run --resume {run_dir}") from None
 
 
 def cmd_list(args) -> int:
@@ -338,16 +353,22 @@ COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_e
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``odebench`` script; returns the exit code."""
+    from odebench.stopping import Terminated, exit_code, terminate_raises
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        return COMMANDS[args.command](args)
+        with terminate_raises():
+            args = parser.parse_args(argv)
+            return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted: finished cases are kept; continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
+    except Stopped as exc:
+        print(f"odebench: {exc.message}", file=sys.stderr)
+        return exc.code
+    except (KeyboardInterrupt, Terminated) as exc:  # before a run folder was made: nothing to resume
+        print("odebench: interrupted", file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

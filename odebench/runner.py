@@ -27,6 +27,7 @@ from typing import Any
 from odebench import registry
 from odebench.protocol import Status
 from odebench.suite import Case, Suite
+from odebench.worker import PARENT_ENV
 
 RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
@@ -157,13 +158,17 @@ def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: fl
         log = log_dir / f"{_safe(case.id)}.log"
         with open(log, "w") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job), str(out)],
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=os.environ | {PARENT_ENV: str(os.getpid())})
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _stop_worker(proc)
                 return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
+            except BaseException:
+                # Ctrl-C or SIGTERM of the runner: the worker, in its own session, got neither.
+                _stop_worker(proc)
+                raise
         if out.exists():
             return json.loads(out.read_text())
         tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
@@ -172,6 +177,15 @@ def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: fl
             return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
         return {"status": str(Status.ERROR),
                 "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
+
+
+def _stop_worker(proc: subprocess.Popen) -> None:
+    """Kill a worker's process group (the worker and anything it started) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+    proc.wait()
 
 
 def _run_inline(case: Case, config: dict[str, Any]) -> dict[str, Any]:

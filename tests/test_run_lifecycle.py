@@ -1,4 +1,5 @@
-"""A run's processes, with real processes: a run folder has one writer."""
+"""A run's processes, with real processes: an interrupted run stops its case's worker and removes its
+temporary folder, a killed run's worker does not outlive it, and a run folder has one writer."""
 
 from __future__ import annotations
 
@@ -68,6 +69,30 @@ def _leftovers(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "tmp").glob("odebench-*"))
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_stops_its_worker_and_says_what_to_resume(tmp_path, sig, code):
+    proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(tmp_path / "results"))
+    (worker,) = _wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == code, err
+    (run_dir,) = (tmp_path / "results" / "mini").iterdir()
+    assert err.strip().splitlines()[-1] == (f"odebench: interrupted ({signal.Signals(sig).name}): finished cases "
+                                            f"are kept; continue with: odebench run --resume {run_dir}")
+    assert "Traceback" not in err
+    _wait_for(lambda: not _workers(tmp_path), 5, "the worker is gone")
+    assert not Path(f"/proc/{worker}/cmdline").exists() or worker not in _workers(tmp_path)
+    assert _leftovers(tmp_path) == []
+
+
+def test_the_worker_of_a_killed_run_stops_within_seconds(tmp_path):
+    proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(tmp_path / "results"))
+    _wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
+    proc.kill()  # SIGKILL: the runner cannot clean up; the orphaned worker must notice by itself
+    proc.communicate(timeout=20)
+    _wait_for(lambda: not _workers(tmp_path), 5, "the orphaned worker is gone")
+
+
 def test_a_run_folder_has_one_writer(tmp_path):
     results = tmp_path / "results"
     first = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(results))
@@ -94,3 +119,25 @@ def test_a_run_folder_has_one_writer(tmp_path):
         resumed.communicate(timeout=20)
     assert not (run_dir / "records.jsonl").exists() or not (run_dir / "records.jsonl").read_text()
 
+
+def test_the_portable_watch_alone_stops_an_orphan(tmp_path):
+    """Without PR_SET_PDEATHSIG (as on macOS) the polling thread notices the re-parenting."""
+    child = ("import sys, time\nsys.platform = 'darwin'  # the portable path only: no prctl\n"
+             "from odebench.worker import tie_to_parent\ntie_to_parent(int(sys.argv[1]), poll_s=0.1)\n"
+             "print('tied', flush=True)\ntime.sleep(60)\n")
+    parent = ("import os, subprocess, sys, time\n"
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())], start_new_session=True,"
+              " stdout=subprocess.PIPE, text=True)\n"
+              "c.stdout.readline()\nprint(c.pid, flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    orphan = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    _wait_for(gone, 3, "the orphan is gone")
