@@ -179,7 +179,7 @@ def cmd_run(args) -> int:
                              progress=not args.no_progress, argv=sys.argv)
         path = report.render(run_dir)
     df = report.to_frame(records)
-    print(report.summary(df).to_markdown(index=False))
+    print(report.summary_markdown(df))
     skipped = report.not_run(df)
     if skipped:
         print("\nNot run:\n" + "\n".join(skipped))

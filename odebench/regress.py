@@ -278,6 +278,8 @@ def render(comp: Comparison, base_label: str, head_label: str) -> str:
         cols = [m for m in METRICS if any(m in row for row in cases.values())]
         df = pd.DataFrame([{"case": cid} | {m: row.get(m, "–") for m in cols} for cid, row in cases.items()])
         lines += ["", f"{suite}:", "", df.to_markdown(index=False, disable_numparse=True)]
+    from odebench.report import clip
+
     statuses = [f for f in comp.findings if f.metric in ("status", "case") and f.verdict != "regression"]
     if statuses:
         lines.append("")
@@ -287,7 +289,7 @@ def render(comp: Comparison, base_label: str, head_label: str) -> str:
             not_run[str(f.head)] = not_run.get(str(f.head), 0) + 1
         else:
             lines.append(f"{f.verdict}: {f.suite} [{f.case_id}] {f.base} -> {f.head}"
-                         f"{f' ({f.note[:90]})' if f.note else ''}")
+                         f"{f' ({clip(f.note, 90)})' if f.note else ''}")
     if not_run:
         lines.append("not run in the head: " + ", ".join(f"{n} {s}" for s, n in sorted(not_run.items())))
     lines += [""] + comp.notes if comp.notes else []

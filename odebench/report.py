@@ -52,8 +52,27 @@ def groups(df: pd.DataFrame, keys: list[str]):
         status = ", ".join(f"{s}×{n}" if n > 1 else s for s, n in g["status"].value_counts().items())
         msg = next((m for m in g["message"] if isinstance(m, str) and m), "")
         if status != "ok" and msg:
-            status += f" ({msg[:70]})"
+            status += f" ({clip(msg, 70)})"
         yield key, g, ok, status
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters for display, cut at a word boundary with an ellipsis.
+
+    Records keep the whole message; only tables shorten it. A single word longer than half the
+    width (a path) is cut inside rather than dropped whole.
+
+    Arguments:
+        text: the message.
+        width: the most characters to show, the ellipsis included.
+    """
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space > width // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"
 
 
 #: Statuses of cases that never ran: listed under "Not run", not in the summary table.
@@ -66,6 +85,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     if ran.empty:
         return ran
     return get_workload(ran["workload"].iloc[0] or "train").summary(ran)
+
+
+def summary_markdown(df: pd.DataFrame) -> str:
+    """The summary table as markdown, or, when no case ran, one line saying so and why (an empty
+    table would print a bare header of the workload's columns)."""
+    table = summary(df)
+    if not table.empty:
+        return table.to_markdown(index=False)
+    why = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+    return f"No case ran: every selected case is unsupported or unavailable here ({why}); see Not run."
 
 
 def not_run(df: pd.DataFrame) -> list[str]:
@@ -109,7 +138,7 @@ def render(run_dir: str | Path) -> Path:
              f"python {env.get('python', '?')}; {libs}",
              f"- commit: `{env.get('git_commit') or 'unknown'}`; command: `{env.get('command', '')}`",
              f"- wall time of all cases: {sum(r.get('case_wall_s') or 0 for r in records):.1f} s", "",
-             "## Summary", "", workload.SUMMARY_NOTE, "", summary(df).to_markdown(index=False), ""]
+             "## Summary", "", workload.SUMMARY_NOTE, "", summary_markdown(df), ""]
     skipped = not_run(df)
     if skipped:
         lines += ["### Not run", "", *skipped, ""]
