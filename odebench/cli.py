@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     from odebench.regress import add_arguments as _regress_arguments
 
     _regress_arguments(sub.add_parser("regress", help="benchmark the parent commit and HEAD; exit 1 when a "
-                                      "deterministic figure (NFE, steps, saved bytes, error) regresses"))
+                                      "deterministic figure (NFE, steps, saved bytes, error) regresses, or "
+                                      "when nothing could be compared"))
     return parser
 
 

@@ -153,8 +153,27 @@ class Comparison:
         return [f for f in self.findings if f.verdict == "regression"]
 
     @property
+    def compared(self) -> int:
+        """How many gated figures were compared (of cases ok in both trees)."""
+        return sum(f.verdict in ("ok", "improved", "regression") for f in self.findings)
+
+    @property
     def exit_code(self) -> int:
+        # A gate that compared nothing has checked nothing: it must not pass.
+        if not self.compared:
+            return EXIT_REGRESSION
         return EXIT_REGRESSION if self.regressions and not self.accepted else EXIT_OK
+
+    def nothing_compared_reason(self) -> str:
+        """Why no figure was compared: what became of the cases, or that there were none."""
+        if not self.findings:
+            return "no case was measured in either tree"
+        counts: dict[str, int] = {}
+        for f in self.findings:
+            counts[f.verdict] = counts.get(f.verdict, 0) + 1
+        words = {"new": "only in the head", "gone": "only in the base", "skipped": "not run in the head",
+                 "info": "not ok in either tree"}
+        return "no case is ok in both trees (" + ", ".join(f"{n} {words.get(v, v)}" for v, n in counts.items()) + ")"
 
 
 def _num(x: Any) -> bool:
@@ -293,10 +312,13 @@ def render(comp: Comparison, base_label: str, head_label: str) -> str:
     if not_run:
         lines.append("not run in the head: " + ", ".join(f"{n} {s}" for s, n in sorted(not_run.items())))
     lines += [""] + comp.notes if comp.notes else []
-    gated = sum(f.verdict in ("ok", "improved", "regression") for f in comp.findings)
+    gated = comp.compared
     verdict = (f"FAIL: {len(comp.regressions)} regression(s) of {head_label} against {base_label}"
                if comp.regressions else
                f"PASS: {gated} deterministic figures of {head_label} within limits of {base_label}")
+    if not gated:
+        verdict = (f"FAIL: nothing compared between {head_label} and {base_label}: "
+                   f"{comp.nothing_compared_reason()}")
     if comp.regressions and comp.accepted:
         verdict = (f"ACCEPTED: {len(comp.regressions)} regression(s) of {head_label} against {base_label}, "
                    f"accepted by its commit message (Regress-OK: {comp.accepted})")
@@ -560,6 +582,7 @@ def run_check(repo: Path, base_rev: str, head_rev: str, opts: Options, threshold
             if unknown:
                 raise RegressError(f"no suite {unknown[0]!r} in {head.label}; valid: {', '.join(found) or 'none'}")
             found = {k: v for k, v in found.items() if k in opts.suites}
+        check_selection(head, found, opts)
         profiles = {name: opts.profile or pick_profile(path) for name, path in found.items()}
         if opts.jobs > 1:  # both trees at once (each single-threaded by default)
             from concurrent.futures import ThreadPoolExecutor
@@ -579,6 +602,47 @@ def run_check(repo: Path, base_rev: str, head_rev: str, opts: Options, threshold
     accept = re.search(r"^Regress-OK:[ \t]*(\S.*)$", head.message, re.M | re.I)
     comp.accepted = accept.group(1).strip() if accept else None
     return comp, _short(base.label), _short(head.label)
+
+
+def check_selection(tree: Tree, suites: dict[str, Path], opts: Options) -> None:
+    """Refuse a ``--profile`` or ``--plugin`` the measured tree does not have, before measuring.
+
+    Arguments:
+        tree: the head tree (its suites and plugin entry points are what is measured).
+        suites: the selected suites of that tree, by name.
+        opts: the options, with the profile and plugins asked for.
+
+    Raises:
+        RegressError: naming the value and the valid ones.
+    """
+    if opts.profile:
+        for name, path in suites.items():
+            valid = suite_profiles(path)
+            if opts.profile not in valid:
+                raise RegressError(f"unknown profile {opts.profile!r} for suite {name!r} of {tree.label}; "
+                                   f"valid: {', '.join(valid)}")
+    known = tree_plugins(tree.path)
+    for plugin in opts.plugins or []:
+        if plugin not in known:
+            raise RegressError(f"unknown plugin {plugin!r} for --plugin; registered in {tree.label}: "
+                               f"{', '.join(known) or 'none'}")
+
+
+def suite_profiles(suite_dir: Path) -> list[str]:
+    """The profile names ``--profile`` takes for a suite folder: ``default`` and those it defines."""
+    profiles = tomllib.loads((suite_dir / "suite.toml").read_text()).get("profiles", {})
+    return ["default", *profiles]
+
+
+def tree_plugins(tree: Path) -> list[str]:
+    """Plugins a tree is measured with: its own ``odebench.plugins`` entry points (see
+    :func:`make_shim`) and those of other installed distributions."""
+    from odebench import registry
+
+    pyproject = tree / "pyproject.toml"
+    meta = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
+    own = meta.get("project", {}).get("entry-points", {}).get("odebench.plugins", {})
+    return sorted({*own, *registry.plugin_names()})
 
 
 def _short(label: str) -> str:
@@ -617,10 +681,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the check for parsed ``args``; prints the report and returns 0 (pass) or 1 (regression).
+    """Run the check for parsed ``args``; prints the report and returns 0 (pass) or 1 (a regression,
+    or nothing compared).
 
     Raises:
-        RegressError: for a bad revision, repository or suite name (the CLI shows it as a usage error).
+        RegressError: for a bad revision, repository, suite, profile or plugin name (the CLI shows it as a
+            usage error).
     """
     for name in ("count_rtol", "bytes_rtol", "error_rtol"):
         if getattr(args, name) < 0:
