@@ -35,7 +35,8 @@ def _csv(value: str) -> list[str]:
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", help="a profile of the suite (e.g. quick, full); default: the base settings")
+    p.add_argument("--profile", help="a profile of the suite (e.g. quick, full); default: the suite's default "
+                   "profile (`odebench list` marks it), else its base settings")
     p.add_argument("--plugin", type=_csv, action="extend", help="only these plugins (comma-separated)")
     p.add_argument("--method", type=_csv, action="extend", help="only these methods")
     p.add_argument("--grad", type=_csv, action="extend", help="only these grad modes")
@@ -278,10 +279,10 @@ def cmd_list(args) -> int:
         try:
             s = load_suite(toml.parent)
             suites.append({"path": str(toml.parent), "name": s.name, "profiles": s.profiles,
-                           "description": s.config["suite"]["description"]})
+                           "default_profile": s.default_profile, "description": s.config["suite"]["description"]})
         except SuiteError as exc:
             suites.append({"path": str(toml.parent), "name": toml.parent.name, "profiles": [],
-                           "description": f"INVALID: {exc}"})
+                           "default_profile": None, "description": f"INVALID: {exc}"})
     if args.json:
         print(json.dumps({"plugins": plugins, "suites": suites}, indent=2))
         return 0
@@ -294,8 +295,19 @@ def cmd_list(args) -> int:
             print(f"  {'':<13} grad modes: {', '.join(p['grad_modes'])}; devices: {', '.join(p['devices'])}")
     print("\nSuites:" if suites else f"\nNo suites under {root}/")
     for s in suites:
-        print(f"  {s['path']:<18} profiles: {', '.join(s['profiles'])}\n  {'':<18} {s['description']}")
+        print(f"  {s['path']:<18} profiles: {_profile_list(s['profiles'], s['default_profile'])}\n"
+              f"  {'':<18} {s['description']}")
     return 0
+
+
+def _profile_list(names: list[str], default: str | None) -> str:
+    """A suite's profiles for ``odebench list``, marking the one used without ``--profile``."""
+    def label(name: str) -> str:
+        if name == "default":
+            return "default (base settings)"
+        return f"{name} (default)" if name == default else name
+
+    return ", ".join(label(n) for n in names)
 
 
 def cmd_report(args) -> int:

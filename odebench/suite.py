@@ -142,9 +142,12 @@ class Suite:
     """A validated suite with one profile applied.
 
     Attributes:
-        name, path, profile: where it came from.
+        name, path, profile: where it came from (``profile`` as resolved: never ``default`` when
+            the suite names a ``default_profile``).
         config: the merged, validated settings, section by section.
-        profiles: the profile names the file defines.
+        profiles: the names ``--profile`` takes: ``default`` first when it means the base
+            settings, then the file's profiles.
+        default_profile: the profile used without ``--profile``.
     """
 
     name: str
@@ -152,6 +155,7 @@ class Suite:
     profile: str
     config: dict[str, dict[str, Any]]
     profiles: list[str] = field(default_factory=list)
+    default_profile: str = "default"
 
     @property
     def workload(self):
@@ -402,13 +406,19 @@ def suite_file(path: str | Path) -> Path:
 def load_suite(path: str | Path, profile: str | None = None) -> Suite:
     """Read, merge the profile into, and validate a suite.
 
+    ``default`` always means what runs without ``--profile``: the profile that
+    ``suite.default_profile`` names, else the base settings, which then go by ``default``.
+    A suite that names a default profile and wants its base settings reachable defines an
+    empty profile for them (the mnist suite's ``full``).
+
     Arguments:
         path: a suite folder (``suites/spiral``) or its ``suite.toml``.
-        profile: a profile name defined under ``[profiles.NAME]``; None (or "default")
-            uses the suite's ``default_profile`` if it names one, else the base settings.
+        profile: a profile name defined under ``[profiles.NAME]``; None or ``default``: the
+            suite's default (see above).
 
     Raises:
-        SuiteError: on a missing file, malformed TOML, or any invalid key or value.
+        SuiteError: on a missing file, malformed TOML, any invalid key or value, an unknown
+            profile, a ``default_profile`` that is no profile, or a profile named ``default``.
     """
     file = suite_file(path)
     try:
@@ -419,11 +429,29 @@ def load_suite(path: str | Path, profile: str | None = None) -> Suite:
     if not isinstance(profiles, dict):
         raise SuiteError(f"[profiles] in {file} must be a table of profile tables")
     base = _validate(raw, str(file))  # the base must be valid on its own
-    chosen = profile or base["suite"]["default_profile"] or "default"
+    default, names = _profile_names(base, profiles, file)
+    chosen = default if profile in (None, "default") else profile
     if chosen != "default":
         if chosen not in profiles:
+            valid = [f"{n} (the default)" if n == default != "default" else n for n in names]
             raise SuiteError(f"unknown profile {chosen!r} for suite {base['suite']['name']!r}; "
-                             f"valid: {_choices(['default', *profiles])}")
+                             f"valid: {_choices(valid)}")
         raw = _merge(raw, profiles[chosen])
     config = _validate(raw, f"{file} (profile {chosen!r})")
-    return Suite(config["suite"]["name"], file.parent, chosen, config, ["default", *profiles])
+    return Suite(config["suite"]["name"], file.parent, chosen, config, names, default)
+
+
+def _profile_names(base: dict[str, dict[str, Any]], profiles: dict[str, Any], file: Path) -> tuple[str, list[str]]:
+    """The profile used without ``--profile``, and the names ``--profile`` takes.
+
+    Raises:
+        SuiteError: for a profile named ``default`` (it would shadow the suite's default) or a
+            ``suite.default_profile`` that names no profile.
+    """
+    if "default" in profiles:
+        raise SuiteError(f"[profiles.default] in {file}: 'default' is reserved for the settings used without "
+                         "--profile; valid: set suite.default_profile to a profile of another name")
+    default = base["suite"]["default_profile"] or "default"
+    if default != "default" and default not in profiles:
+        raise SuiteError(f"unknown value {default!r} for suite.default_profile; valid: {_choices(profiles)}")
+    return default, ([] if default != "default" else ["default"]) + list(profiles)
