@@ -38,10 +38,10 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="a profile of the suite (e.g. quick, full); default: the suite's default "
                    "profile (`odebench list` marks it), else its base settings")
     p.add_argument("--plugin", type=_csv, action="extend", help="only these plugins (comma-separated)")
-    p.add_argument("--method", type=_csv, action="extend", help="only these methods")
-    p.add_argument("--grad", type=_csv, action="extend", help="only these grad modes")
-    p.add_argument("--seed", type=_csv, action="extend", help="only these seeds")
-    p.add_argument("--device", type=_csv, action="extend", help="only these devices (cpu, cuda)")
+    p.add_argument("--method", type=_csv, action="extend", help="only these methods (comma-separated)")
+    p.add_argument("--grad", type=_csv, action="extend", help="only these grad modes (comma-separated)")
+    p.add_argument("--seed", type=_csv, action="extend", help="only these seeds (comma-separated integers)")
+    p.add_argument("--device", type=_csv, action="extend", help="only these devices (comma-separated: cpu, cuda)")
     p.add_argument("--repeats", type=int, help="timed repetitions per case (overrides measure.repeats)")
     p.add_argument("--timeout", type=float, help="seconds per case (overrides measure.timeout_s)")
     p.add_argument("--data-dir", help="dataset folder for suites that read one (overrides data.data_dir)")
@@ -63,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
-    rep = sub.add_parser("report", help="re-render report.md, results.csv and figures from records.jsonl")
-    rep.add_argument("run_dir", help="a run folder, e.g. results/spiral/20260101-120000")
+    rep = sub.add_parser("report", help="re-render report.md, results.csv and figures of a run folder from its "
+                         "records.jsonl, or print a pytest-benchmark FILE.json as a table")
+    rep.add_argument("run_dir", metavar="RUN_DIR|FILE.json",
+                     help="a run folder (e.g. results/spiral/20260101-120000), or a pytest-benchmark "
+                          "--benchmark-json file")
 
     data = sub.add_parser("data", help="check (or fetch) a dataset: where it is and whether it verifies")
     data.add_argument("dataset", choices=["mnist"], help="the dataset")

@@ -657,9 +657,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("head", nargs="?", default="HEAD", help="git revision or source folder (default: HEAD)")
     p.add_argument("--repo", default=".", help="the git repository (default: .)")
     p.add_argument("--suite", action="extend", type=lambda v: [x for x in v.split(",") if x],
-                   help="only these suites (default: every suites/*/suite.toml of HEAD)")
+                   help="only these suites, comma-separated (default: every suites/*/suite.toml of HEAD)")
     p.add_argument("--plugin", action="extend", type=lambda v: [x for x in v.split(",") if x],
-                   help="only these plugins")
+                   help="only these plugins (comma-separated)")
     p.add_argument("--profile", help="profile to run (default: each suite's 'asv' profile, else 'quick')")
     p.add_argument("--count-rtol", type=float, default=Thresholds.count_rtol,
                    help="allowed relative rise of NFE-F/NFE-B/steps (default: %(default)s)")

@@ -194,3 +194,11 @@ def test_resume_from_another_folder_and_of_an_old_relative_suite_path(tmp_path, 
     assert out.returncode == 0, out.stderr
     refused(tmp_path, "run", "--resume", str(run_dir),
             needles=[f"the run's suite {old['suite_path']!r} is not found", "valid: resume from the folder"])
+
+
+def test_help_says_what_report_and_the_list_flags_take():
+    report = odebench_cli("report", "--help").stdout
+    assert "pytest-benchmark" in report and "FILE.json" in report
+    run = " ".join(odebench_cli("run", "--help").stdout.split())
+    for flag in ("--plugin", "--method", "--grad", "--seed", "--device"):
+        assert f"{flag} {flag[2:].upper()} only these" in run and "comma-separated" in run.split(flag)[2][:80]
