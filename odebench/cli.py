@@ -165,6 +165,11 @@ def cmd_run(args) -> int:
     elif not args.suite:
         raise UsageError("odebench run: give a suite folder (e.g. suites/spiral) or --resume RUN_DIR")
     suite, cases = _load(args)
+    if args.resume and info["profile"] == "default" != suite.profile:
+        # Recorded before "default" came to mean the suite's default profile: it was the base settings.
+        raise UsageError(f"--resume {args.resume!r}: the run used suite {suite.name!r}'s base settings, then called "
+                         f"'default', which now means its default profile {suite.profile!r}; valid: a new run with "
+                         f"the profile that holds the base settings (valid: {', '.join(suite.profiles)})")
     if not cases:
         raise UsageError("the filters leave no case to run")
     spec = runner.RunSpec(

@@ -43,3 +43,17 @@ def test_list_marks_the_profile_used_by_default():
     text = odebench_cli("list").stdout
     assert "profiles: quick (default), full, smoke, asv" in text
     assert "profiles: default (base settings), quick, full" in text
+
+
+def test_an_older_run_of_the_base_settings_called_default_is_not_resumed_with_other_settings(tmp_path):
+    folder = write_suite(tmp_path / "suite")
+    toml = folder / "suite.toml"
+    toml.write_text(toml.read_text().replace('workload = "train"', 'workload = "train"\ndefault_profile = "quick"'))
+    run_dir = tmp_path / "results" / "mini" / "old"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"suite_path": str(folder), "profile": "default", "filters": {},
+                                                  "overrides": {}}))
+    out = odebench_cli("run", "--resume", str(run_dir))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "the run used suite 'mini''s base settings, then called 'default'" in out.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json"]
