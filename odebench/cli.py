@@ -169,7 +169,7 @@ def cmd_run(args) -> int:
         # Recorded before "default" came to mean the suite's default profile: it was the base settings.
         raise UsageError(f"--resume {args.resume!r}: the run used suite {suite.name!r}'s base settings, then called "
                          f"'default', which now means its default profile {suite.profile!r}; valid: a new run with "
-                         f"the profile that holds the base settings (valid: {', '.join(suite.profiles)})")
+                         f"the profile of {', '.join(suite.profiles)} that holds the base settings")
     if not cases:
         raise UsageError("the filters leave no case to run")
     spec = runner.RunSpec(
