@@ -7,7 +7,10 @@ with no traceback; nothing already written is touched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -26,16 +29,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    # Empty items are kept: the suite's matrix then refuses '' by name, listing the valid values,
+    # where dropping them would let `--plugin ''` quietly select every plugin.
+    return [v.strip() for v in value.split(",")]
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", help="a profile of the suite (e.g. quick, full); default: the base settings")
+    p.add_argument("--profile", help="a profile of the suite (e.g. quick, full); default: the suite's default "
+                   "profile (`odebench list` marks it), else its base settings")
     p.add_argument("--plugin", type=_csv, action="extend", help="only these plugins (comma-separated)")
-    p.add_argument("--method", type=_csv, action="extend", help="only these methods")
-    p.add_argument("--grad", type=_csv, action="extend", help="only these grad modes")
-    p.add_argument("--seed", type=_csv, action="extend", help="only these seeds")
-    p.add_argument("--device", type=_csv, action="extend", help="only these devices (cpu, cuda)")
+    p.add_argument("--method", type=_csv, action="extend", help="only these methods (comma-separated)")
+    p.add_argument("--grad", type=_csv, action="extend", help="only these grad modes (comma-separated)")
+    p.add_argument("--seed", type=_csv, action="extend", help="only these seeds (comma-separated integers)")
+    p.add_argument("--device", type=_csv, action="extend", help="only these devices (comma-separated: cpu, cuda)")
     p.add_argument("--repeats", type=int, help="timed repetitions per case (overrides measure.repeats)")
     p.add_argument("--timeout", type=float, help="seconds per case (overrides measure.timeout_s)")
     p.add_argument("--data-dir", help="dataset folder for suites that read one (overrides data.data_dir)")
@@ -57,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
-    rep = sub.add_parser("report", help="re-render report.md, results.csv and figures from records.jsonl")
-    rep.add_argument("run_dir", help="a run folder, e.g. results/spiral/20260101-120000")
+    rep = sub.add_parser("report", help="re-render report.md, results.csv and figures of a run folder from its "
+                         "records.jsonl, or print a pytest-benchmark FILE.json as a table")
+    rep.add_argument("run_dir", metavar="RUN_DIR|FILE.json",
+                     help="a run folder (e.g. results/spiral/20260101-120000), or a pytest-benchmark "
+                          "--benchmark-json file")
 
     data = sub.add_parser("data", help="check (or fetch) a dataset: where it is and whether it verifies")
     data.add_argument("dataset", choices=["mnist"], help="the dataset")
@@ -71,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     from odebench.regress import add_arguments as _regress_arguments
 
     _regress_arguments(sub.add_parser("regress", help="benchmark the parent commit and HEAD; exit 1 when a "
-                                      "deterministic figure (NFE, steps, saved bytes, error) regresses"))
+                                      "deterministic figure (NFE, steps, saved bytes, error) regresses, or "
+                                      "when nothing could be compared"))
     return parser
 
 
@@ -86,6 +96,8 @@ def overrides_from(args) -> dict[str, object]:
         value = getattr(args, flag, None)
         if value is None or value == "":
             continue
+        if flag == "timeout" and not (math.isfinite(value) and value > 0):  # nan or inf would break run.json
+            raise UsageError(f"--timeout must be a positive, finite number of seconds, got {value:g}")
         if flag == "data_dir":
             if not Path(value).is_dir():
                 raise UsageError(f"--data-dir {value!r} is not a folder")
@@ -101,6 +113,7 @@ def _load(args):
     try:
         overrides = overrides_from(args)
         suite = load_suite(args.suite, args.profile)
+        _check_suite_plugins(suite)
         if "data.data_dir" in overrides and "data" not in suite.config:
             raise UsageError(f"--data-dir: suite {suite.name!r} reads no dataset")
         if overrides:
@@ -116,8 +129,11 @@ def _load(args):
         # The data the cases will read is checked now, before the run folder exists.
         suite.workload.preflight(suite.config)
     except SuiteError as exc:
-        raise UsageError(str(exc).replace("measure.repeats", "--repeats (measure.repeats)")
-                         .replace("measure.timeout_s", "--timeout (measure.timeout_s)")) from None
+        message = str(exc)
+        for flag, setting in OVERRIDE_FLAGS.items():  # name the flag when the bad value came from it
+            if getattr(args, flag, None) is not None and message.startswith(setting):
+                message = f"--{flag.replace('_', '-')} ({setting})" + message[len(setting):]
+        raise UsageError(message) from None
     _check_plugins(args.plugin or [])
     return suite, cases
 
@@ -132,18 +148,32 @@ def _check_plugins(names: list[str]) -> None:
             raise UsageError(str(exc)) from None
 
 
+def _check_suite_plugins(suite) -> None:
+    """Every plugin a suite's matrix names must be registered (a suite file is read without the
+    registry; a run needs it).
+
+    Raises:
+        UsageError: naming the plugin, where the suite names it, and the registered plugins.
+    """
+    from odebench import registry
+
+    matrix = suite.config["matrix"]
+    named = [("matrix.plugin", name) for name in matrix["plugin"]]
+    for i, inc in enumerate(matrix["include"]):
+        value = inc.get("plugin", [])
+        named += [(f"matrix.include[{i}].plugin", name) for name in (value if isinstance(value, list) else [value])]
+    known = registry.plugin_names()
+    for where, name in named:
+        if name not in known:
+            raise UsageError(f"unknown plugin {name!r} in {where} of suite {suite.name!r}; "
+                             f"registered: {', '.join(known) or 'none'}")
+
+
 def cmd_run(args) -> int:
     from odebench import registry, report, runner
-    from odebench.records import RUN_INFO
 
     if args.resume:
-        run_dir = Path(args.resume)
-        info_path = run_dir / RUN_INFO
-        if not info_path.is_file():
-            raise UsageError(f"--resume {args.resume!r}: not a run folder (no {RUN_INFO})")
-        info = json.loads(info_path.read_text())
-        if args.suite and Path(args.suite).resolve() != Path(info["suite_path"]).resolve():
-            raise UsageError(f"--resume {args.resume!r} is a run of {info['suite_path']!r}, not {args.suite!r}")
+        info = _resume_info(args)
         f = info["filters"]
         args.suite, args.profile = info["suite_path"], info["profile"]
         args.plugin, args.method, args.grad = f.get("plugin"), f.get("method"), f.get("grad_mode")
@@ -157,29 +187,114 @@ def cmd_run(args) -> int:
     elif not args.suite:
         raise UsageError("odebench run: give a suite folder (e.g. suites/spiral) or --resume RUN_DIR")
     suite, cases = _load(args)
+    if args.resume and info["profile"] == "default" != suite.profile:
+        # Recorded before "default" came to mean the suite's default profile: it was the base settings.
+        raise UsageError(f"--resume {args.resume!r}: the run used suite {suite.name!r}'s base settings, then called "
+                         f"'default', which now means its default profile {suite.profile!r}; valid: a new run with "
+                         f"the profile of {', '.join(suite.profiles)} that holds the base settings")
     if not cases:
         raise UsageError("the filters leave no case to run")
     spec = runner.RunSpec(
-        suite_path=str(Path(args.suite)), profile=suite.profile,
+        suite_path=str(Path(args.suite).resolve()), profile=suite.profile,
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,
                  "seed": args.seed, "device": args.device},
         overrides=overrides_from(args))
-    run_dir = Path(args.resume) if args.resume else runner.new_run_dir(Path(args.results), suite.name)
+    run_dir = Path(args.resume) if args.resume else _new_run_dir(args.results, suite.name)
     unavailable = sorted({c.plugin for c in cases if registry.entry(c.plugin).available()})
     if not args.no_progress:
         print(f"odebench: {suite.name} ({suite.profile}): {len(cases)} cases → {run_dir}", file=sys.stderr)
         for name in unavailable:
             print(f"odebench: plugin {name!r} {registry.entry(name).available()}", file=sys.stderr)
-    records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
-                         progress=not args.no_progress, argv=sys.argv)
-    path = report.render(run_dir)
+    with _writer(run_dir):
+        records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
+                             progress=not args.no_progress, argv=sys.argv)
+        path = report.render(run_dir)
     df = report.to_frame(records)
-    print(report.summary(df).to_markdown(index=False))
+    print(report.summary_markdown(df))
     skipped = report.not_run(df)
     if skipped:
         print("\nNot run:\n" + "\n".join(skipped))
     print(f"\nreport: {path}")
     return 0
+
+
+def _resume_info(args) -> dict:
+    """The checked ``run.json`` of the run ``--resume`` names, its suite path made absolute.
+
+    Raises:
+        UsageError: for a folder that is not a run, a damaged ``run.json`` or ``records.jsonl``,
+            a suite that is no longer where the run found it, or a SUITE that is not the run's.
+    """
+    from odebench import rundir
+    from odebench.suite import SuiteError, suite_file
+
+    try:
+        info = rundir.read_run_info(args.resume)
+        rundir.check_records(args.resume)
+    except rundir.RunDirError as exc:
+        raise UsageError(f"--resume {args.resume!r}: {exc}") from None
+    recorded = Path(info["suite_path"])
+    # Runs made before suite paths were stored absolute hold the path as typed, relative to the
+    # folder the run started in: run.json's "cwd" where recorded, else the current folder.
+    suite = recorded if recorded.is_absolute() else Path(info.get("cwd") or os.getcwd()) / recorded
+    try:
+        suite_file(suite)
+    except SuiteError:
+        raise UsageError(f"--resume {args.resume!r}: the run's suite {info['suite_path']!r} is not found "
+                         f"(looked at {str(suite)!r}); valid: resume from the folder the run started in, "
+                         "with its suite in place") from None
+    if args.suite and Path(args.suite).resolve() != suite.resolve():
+        raise UsageError(f"--resume {args.resume!r} is a run of {info['suite_path']!r}, not {args.suite!r}")
+    info["suite_path"] = str(suite.resolve())
+    return info
+
+
+def _new_run_dir(results: str, suite_name: str) -> Path:
+    """A fresh run folder under ``--results``, once the root is known to be usable.
+
+    Raises:
+        UsageError: when ``results`` is a file, not writable, or the folder cannot be made.
+    """
+    from odebench import rundir, runner
+
+    try:
+        rundir.check_results_root(results)
+        return runner.new_run_dir(Path(results), suite_name)
+    except rundir.RunDirError as exc:
+        raise UsageError(str(exc)) from None
+    except (OSError, runner.RunError) as exc:
+        raise UsageError(f"--results {results!r}: cannot create a run folder there: {exc}") from None
+
+
+class Stopped(BaseException):
+    """The run was interrupted: ``main`` prints ``message`` and exits with ``code``."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@contextlib.contextmanager
+def _writer(run_dir: Path):
+    """Hold the run folder for the block (one writer at a time), and turn Ctrl-C or SIGTERM into
+    :class:`Stopped` with the line that says which folder to resume.
+
+    Raises:
+        UsageError: when another process is writing the run folder.
+        Stopped: on SIGINT (exit 130) or SIGTERM (exit 143), once the case's worker is stopped.
+    """
+    from odebench import rundir
+    from odebench.stopping import Terminated, exit_code
+
+    try:
+        with rundir.hold(run_dir):
+            yield
+    except rundir.RunDirError as exc:
+        raise UsageError(str(exc)) from None
+    except (KeyboardInterrupt, Terminated) as exc:
+        raise Stopped(exit_code(exc), f"interrupted ({'SIGINT' if isinstance(exc, KeyboardInterrupt) else exc}): "
+                                      f"finished cases are kept; continue with: odebench run --resume {run_dir}") from None
 
 
 def cmd_list(args) -> int:
@@ -194,10 +309,10 @@ def cmd_list(args) -> int:
         try:
             s = load_suite(toml.parent)
             suites.append({"path": str(toml.parent), "name": s.name, "profiles": s.profiles,
-                           "description": s.config["suite"]["description"]})
+                           "default_profile": s.default_profile, "description": s.config["suite"]["description"]})
         except SuiteError as exc:
             suites.append({"path": str(toml.parent), "name": toml.parent.name, "profiles": [],
-                           "description": f"INVALID: {exc}"})
+                           "default_profile": None, "description": f"INVALID: {exc}"})
     if args.json:
         print(json.dumps({"plugins": plugins, "suites": suites}, indent=2))
         return 0
@@ -210,12 +325,23 @@ def cmd_list(args) -> int:
             print(f"  {'':<13} grad modes: {', '.join(p['grad_modes'])}; devices: {', '.join(p['devices'])}")
     print("\nSuites:" if suites else f"\nNo suites under {root}/")
     for s in suites:
-        print(f"  {s['path']:<18} profiles: {', '.join(s['profiles'])}\n  {'':<18} {s['description']}")
+        print(f"  {s['path']:<18} profiles: {_profile_list(s['profiles'], s['default_profile'])}\n"
+              f"  {'':<18} {s['description']}")
     return 0
 
 
+def _profile_list(names: list[str], default: str | None) -> str:
+    """A suite's profiles for ``odebench list``, marking the one used without ``--profile``."""
+    def label(name: str) -> str:
+        if name == "default":
+            return "default (base settings)"
+        return f"{name} (default)" if name == default else name
+
+    return ", ".join(label(n) for n in names)
+
+
 def cmd_report(args) -> int:
-    from odebench import report
+    from odebench import report, rundir
 
     run_dir = Path(args.run_dir)
     if run_dir.is_file():  # a pytest-benchmark --benchmark-json file
@@ -227,6 +353,10 @@ def cmd_report(args) -> int:
         return 0
     if not (run_dir / "records.jsonl").is_file():
         raise UsageError(f"no records.jsonl in {args.run_dir!r}: give a folder made by `odebench run`")
+    try:
+        rundir.check_records(run_dir, need_one=True)
+    except rundir.RunDirError as exc:
+        raise UsageError(str(exc)) from None
     path = report.render(run_dir)
     print(f"report: {path}")
     return 0
@@ -266,16 +396,22 @@ COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_e
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``odebench`` script; returns the exit code."""
+    from odebench.stopping import Terminated, exit_code, terminate_raises
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        return COMMANDS[args.command](args)
+        with terminate_raises():
+            args = parser.parse_args(argv)
+            return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted: finished cases are kept; continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
+    except Stopped as exc:
+        print(f"odebench: {exc.message}", file=sys.stderr)
+        return exc.code
+    except (KeyboardInterrupt, Terminated) as exc:  # before a run folder was made: nothing to resume
+        print("odebench: interrupted", file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,9 @@ its plugin entry points, so the tree's plugins, not the installed ones, are meas
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,9 +47,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odebench.records import METRICS, NOT_RUN, read_records, slim
+from odebench.records import METRICS, NOT_RUN
 from odebench.suite import pick_profile
 from odebench.tables import _fmt, _num
+from odebench.trees import (  # the measuring half, re-exported for callers of regress
+    Options,
+    RegressError,
+    Tree,
+    measure_tree,
+    prepare_tree,
+    suite_names,
+)
 
 GATED_KINDS = ("count", "bytes", "error")
 EXIT_OK, EXIT_REGRESSION = 0, 1
@@ -140,8 +144,27 @@ class Comparison:
         return [f for f in self.findings if f.verdict == "regression"]
 
     @property
+    def compared(self) -> int:
+        """How many gated figures were compared (of cases ok in both trees)."""
+        return sum(f.verdict in ("ok", "improved", "regression") for f in self.findings)
+
+    @property
     def exit_code(self) -> int:
+        # A gate that compared nothing has checked nothing: it must not pass.
+        if not self.compared:
+            return EXIT_REGRESSION
         return EXIT_REGRESSION if self.regressions and not self.accepted else EXIT_OK
+
+    def nothing_compared_reason(self) -> str:
+        """Why no figure was compared: what became of the cases, or that there were none."""
+        if not self.findings:
+            return "no case was measured in either tree"
+        counts: dict[str, int] = {}
+        for f in self.findings:
+            counts[f.verdict] = counts.get(f.verdict, 0) + 1
+        words = {"new": "only in the head", "gone": "only in the base", "skipped": "not run in the head",
+                 "info": "not ok in either tree"}
+        return "no case is ok in both trees (" + ", ".join(f"{n} {words.get(v, v)}" for v, n in counts.items()) + ")"
 
 
 def _seedless(case_id: str) -> str:
@@ -253,6 +276,8 @@ def render(comp: Comparison, base_label: str, head_label: str) -> str:
         cols = [m for m in METRICS if any(m in row for row in cases.values())]
         df = pd.DataFrame([{"case": cid} | {m: row.get(m, "–") for m in cols} for cid, row in cases.items()])
         lines += ["", f"{suite}:", "", df.to_markdown(index=False, disable_numparse=True)]
+    from odebench.tables import clip
+
     statuses = [f for f in comp.findings if f.metric in ("status", "case") and f.verdict != "regression"]
     if statuses:
         lines.append("")
@@ -262,232 +287,22 @@ def render(comp: Comparison, base_label: str, head_label: str) -> str:
             not_run[str(f.head)] = not_run.get(str(f.head), 0) + 1
         else:
             lines.append(f"{f.verdict}: {f.suite} [{f.case_id}] {f.base} -> {f.head}"
-                         f"{f' ({f.note[:90]})' if f.note else ''}")
+                         f"{f' ({clip(f.note, 90)})' if f.note else ''}")
     if not_run:
         lines.append("not run in the head: " + ", ".join(f"{n} {s}" for s, n in sorted(not_run.items())))
     lines += [""] + comp.notes if comp.notes else []
-    gated = sum(f.verdict in ("ok", "improved", "regression") for f in comp.findings)
+    gated = comp.compared
     verdict = (f"FAIL: {len(comp.regressions)} regression(s) of {head_label} against {base_label}"
                if comp.regressions else
                f"PASS: {gated} deterministic figures of {head_label} within limits of {base_label}")
+    if not gated:
+        verdict = (f"FAIL: nothing compared between {head_label} and {base_label}: "
+                   f"{comp.nothing_compared_reason()}")
     if comp.regressions and comp.accepted:
         verdict = (f"ACCEPTED: {len(comp.regressions)} regression(s) of {head_label} against {base_label}, "
                    f"accepted by its commit message (Regress-OK: {comp.accepted})")
     lines += ["", verdict + " (timings reported, never gated)"]
     return "\n".join(lines).lstrip("\n")
-
-
-# ------------------------------------------------------------------------------ measuring trees
-
-#: Runs in the measured tree (its ``odebench`` first on the path), every suite in one process: its
-#: own suite files, its own runner, through the long-standing public API only (``load_suite``,
-#: ``Suite.cases``, ``runner.run``). A suite that cannot be loaded leaves its message in ``error.txt``.
-DRIVER = r"""
-import json, sys, traceback
-from pathlib import Path
-spec = json.loads(sys.argv[1])
-from odebench.suite import load_suite
-from odebench import runner
-for job in spec["suites"]:
-    run_dir = Path(job["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        overrides = {k: v for k, v in (("measure.isolation", spec["isolation"]),
-                                       ("measure.threads", spec["threads"])) if v is not None}
-        try:
-            suite = load_suite(job["suite_dir"], job["profile"], overrides)
-        except TypeError:  # a tree from before load_suite took overrides: set them by hand
-            suite = load_suite(job["suite_dir"], job["profile"])
-            for key, value in overrides.items():
-                suite.config["measure"][key.split(".")[1]] = value
-        plugins = spec["plugins"]
-        if plugins is not None:
-            plugins = [p for p in plugins if p in suite.config["matrix"]["plugin"]]
-            if not plugins:
-                (run_dir / "done").write_text("")
-                continue
-        cases = suite.cases(plugins=plugins)
-        if spec["progress"]:
-            print(f"{job['label']} {suite.name} ({suite.profile}): {len(cases)} cases", file=sys.stderr, flush=True)
-        runner.run(suite, cases, run_dir, runner.RunSpec(job["suite_dir"], suite.profile),
-                   progress=spec["progress"])
-        (run_dir / "done").write_text("")
-    except Exception as exc:
-        (run_dir / "error.txt").write_text(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        traceback.print_exc()
-"""
-
-
-class RegressError(RuntimeError):
-    """A tree cannot be prepared (bad revision, not a git repository): a one-line user error."""
-
-
-@dataclass
-class Tree:
-    label: str
-    path: Path
-    tree_sha: str | None  # None: a folder, never cached
-    message: str = ""  # the commit message, for a git revision
-
-
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    if proc.returncode:
-        raise RegressError(f"git {' '.join(args)}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
-    return proc.stdout.strip()
-
-
-def prepare_tree(repo: Path, rev: str, dest: Path) -> Tree:
-    """``rev`` as a folder: an existing folder is used as it is, a git revision is exported to ``dest``."""
-    p = Path(rev)
-    if not _is_rev(repo, rev):
-        if p.is_dir():
-            return Tree(str(p), p.resolve(), None)
-        raise RegressError(f"{rev!r} is neither a commit of the repository {str(repo)!r} nor a folder")
-    sha = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}")
-    tree_sha = _git(repo, "rev-parse", f"{sha}^{{tree}}")
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", sha], capture_output=True)
-    if archive.returncode:
-        raise RegressError(f"git archive {rev}: {archive.stderr.decode().strip()}")
-    import io
-    import tarfile
-
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(dest, filter="data")
-    return Tree(f"{rev} ({sha[:10]})", dest, tree_sha, _git(repo, "log", "-1", "--format=%B", sha))
-
-
-def _is_rev(repo: Path, rev: str) -> bool:
-    return subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                          capture_output=True).returncode == 0
-
-
-def make_shim(tree: Path, dest: Path) -> Path:
-    """A folder that puts ``tree``'s packages and plugin entry points first on ``PYTHONPATH``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    pyproject = tree / "pyproject.toml"
-    meta = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
-    package_dir = meta.get("tool", {}).get("setuptools", {}).get("package-dir", {}) or {"": "."}
-    for pkg, folder in package_dir.items():
-        if pkg and not (dest / pkg).exists():
-            (dest / pkg).symlink_to((tree / folder).resolve(), target_is_directory=True)
-    project = meta.get("project", {})
-    # A distribution named like the installed one, found first, so importlib.metadata's
-    # entry points are the tree's (it keeps the first distribution of each name).
-    dist = dest / f"{project.get('name', 'odebench')}-0.0.0.dist-info"
-    dist.mkdir(exist_ok=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project.get('name', 'odebench')}\n"
-                                   "Version: 0.0.0\n")
-    eps = project.get("entry-points", {})
-    text = "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n"
-                   for group, items in eps.items())
-    (dist / "entry_points.txt").write_text(text)
-    return dest
-
-
-def suite_names(tree: Path, suites_dir: str = "suites") -> dict[str, Path]:
-    """Every suite folder of a tree (``<suites_dir>/*/suite.toml``), by folder name."""
-    root = tree / suites_dir
-    return {p.parent.name: p.parent for p in sorted(root.glob("*/suite.toml"))} if root.is_dir() else {}
-
-
-def _fingerprint() -> dict[str, Any]:
-    import importlib.metadata as md
-    import platform
-
-    libs = {}
-    for dist in ("numpy", "scipy", "torch", "torchdiffeq", "jax", "jaxlib", "diffrax", "equinox"):
-        try:
-            libs[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            libs[dist] = None
-    return {"python": sys.version, "machine": platform.machine(), "libs": libs}
-
-
-@dataclass
-class Options:
-    suites: list[str] | None = None
-    plugins: list[str] | None = None
-    profile: str | None = None
-    suites_dir: str = "suites"
-    isolation: str | None = "inline"
-    threads: int | None = 1
-    timeout: float = 3600.0
-    cache: Path | None = None
-    progress: bool = True
-    python: str = sys.executable
-    jobs: int = 1
-
-
-def measure_tree(tree: Tree, work: Path, opts: Options, profiles: dict[str, str],
-                 log=print) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Run each suite of ``profiles`` (name → profile) from ``tree``; records by suite, and notes.
-
-    All suites of a tree run in one process (one framework import); figures of a git tree
-    measured before in the same environment come from the cache.
-    """
-    shim = make_shim(tree.path, work / "shim")
-    env = dict(os.environ, PYTHONPATH=str(shim), PYTHONWARNINGS="ignore")
-    env.pop("PYTHONHOME", None)
-    if opts.threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = str(opts.threads)
-    available = suite_names(tree.path, opts.suites_dir)
-    out: dict[str, list[dict[str, Any]]] = {}
-    notes: list[str] = []
-    jobs, keys = [], {}
-    for name, profile in profiles.items():
-        if name not in available:
-            notes.append(f"{tree.label}: no suite {name!r}")
-            continue
-        if opts.cache and tree.tree_sha:
-            blob = json.dumps([tree.tree_sha, name, profile, opts.plugins, opts.isolation, opts.threads,
-                               opts.suites_dir, _fingerprint()], sort_keys=True)
-            keys[name] = opts.cache / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
-            if keys[name].is_file():
-                out[name] = json.loads(keys[name].read_text())
-                log(f"[{tree.label}] {name} ({profile}): {len(out[name])} cases from the cache {keys[name]}")
-                continue
-        jobs.append({"name": name, "suite_dir": str(available[name]), "profile": profile,
-                     "run_dir": str(work / "runs" / name), "label": f"[{tree.label}]"})
-    if not jobs:
-        return out, notes
-    spec = {"suites": jobs, "isolation": opts.isolation, "threads": opts.threads, "plugins": opts.plugins,
-            "progress": opts.progress}
-    log(f"[{tree.label}] running {', '.join(j['name'] for j in jobs)}")
-    started = time.perf_counter()
-    proc = subprocess.Popen([opts.python, "-c", DRIVER, json.dumps(spec)], cwd=tree.path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=None if opts.progress else subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=opts.timeout)
-        code, err = proc.returncode, (err or "").strip()
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        code, err = -1, f"no result within {opts.timeout:g} s"
-    except BaseException:  # e.g. Ctrl-C: take the driver down with us
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    for job in jobs:
-        run_dir = Path(job["run_dir"])
-        records = read_records(run_dir)
-        error = (run_dir / "error.txt").read_text() if (run_dir / "error.txt").is_file() else ""
-        done = (run_dir / "done").is_file()
-        if error or not done:
-            why = error or f"exit {code}{': ' + err.splitlines()[-1] if err else ''}"
-            notes.append(f"{tree.label}: suite {job['name']!r} did not finish ({why}); "
-                         f"{len(records)} cases measured")
-        out[job["name"]] = [slim(r) for r in records]
-        if opts.isolation == "inline":  # the RSS of a shared process is no case's own: not shown
-            for r in out[job["name"]]:
-                r.pop("peak_rss_bytes", None)
-        if done and not error and job["name"] in keys:
-            keys[job["name"]].parent.mkdir(parents=True, exist_ok=True)
-            keys[job["name"]].write_text(json.dumps(out[job["name"]]))
-    log(f"[{tree.label}] {sum(len(out[j['name']]) for j in jobs)} cases in {time.perf_counter() - started:.0f} s")
-    return out, notes
 
 
 def run_check(repo: Path, base_rev: str, head_rev: str, opts: Options, thresholds: Thresholds,
@@ -503,6 +318,7 @@ def run_check(repo: Path, base_rev: str, head_rev: str, opts: Options, threshold
             if unknown:
                 raise RegressError(f"no suite {unknown[0]!r} in {head.label}; valid: {', '.join(found) or 'none'}")
             found = {k: v for k, v in found.items() if k in opts.suites}
+        check_selection(head, found, opts)
         profiles = {name: opts.profile or pick_profile(path) for name, path in found.items()}
         if opts.jobs > 1:  # both trees at once (each single-threaded by default)
             from concurrent.futures import ThreadPoolExecutor
@@ -524,6 +340,47 @@ def run_check(repo: Path, base_rev: str, head_rev: str, opts: Options, threshold
     return comp, _short(base.label), _short(head.label)
 
 
+def check_selection(tree: Tree, suites: dict[str, Path], opts: Options) -> None:
+    """Refuse a ``--profile`` or ``--plugin`` the measured tree does not have, before measuring.
+
+    Arguments:
+        tree: the head tree (its suites and plugin entry points are what is measured).
+        suites: the selected suites of that tree, by name.
+        opts: the options, with the profile and plugins asked for.
+
+    Raises:
+        RegressError: naming the value and the valid ones.
+    """
+    if opts.profile:
+        for name, path in suites.items():
+            valid = suite_profiles(path)
+            if opts.profile not in valid:
+                raise RegressError(f"unknown profile {opts.profile!r} for suite {name!r} of {tree.label}; "
+                                   f"valid: {', '.join(valid)}")
+    known = tree_plugins(tree.path)
+    for plugin in opts.plugins or []:
+        if plugin not in known:
+            raise RegressError(f"unknown plugin {plugin!r} for --plugin; registered in {tree.label}: "
+                               f"{', '.join(known) or 'none'}")
+
+
+def suite_profiles(suite_dir: Path) -> list[str]:
+    """The profile names ``--profile`` takes for a suite folder: ``default`` and those it defines."""
+    profiles = tomllib.loads((suite_dir / "suite.toml").read_text()).get("profiles", {})
+    return ["default", *profiles]
+
+
+def tree_plugins(tree: Path) -> list[str]:
+    """Plugins a tree is measured with: its own ``odebench.plugins`` entry points (see
+    :func:`make_shim`) and those of other installed distributions."""
+    from odebench import registry
+
+    pyproject = tree / "pyproject.toml"
+    meta = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
+    own = meta.get("project", {}).get("entry-points", {}).get("odebench.plugins", {})
+    return sorted({*own, *registry.plugin_names()})
+
+
 def _short(label: str) -> str:
     return label if len(label) <= 28 else "…" + label[-27:]
 
@@ -536,9 +393,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("head", nargs="?", default="HEAD", help="git revision or source folder (default: HEAD)")
     p.add_argument("--repo", default=".", help="the git repository (default: .)")
     p.add_argument("--suite", action="extend", type=lambda v: [x for x in v.split(",") if x],
-                   help="only these suites (default: every suites/*/suite.toml of HEAD)")
+                   help="only these suites, comma-separated (default: every suites/*/suite.toml of HEAD)")
     p.add_argument("--plugin", action="extend", type=lambda v: [x for x in v.split(",") if x],
-                   help="only these plugins")
+                   help="only these plugins (comma-separated)")
     p.add_argument("--profile", help="profile to run (default: each suite's 'asv' profile, else 'quick')")
     p.add_argument("--count-rtol", type=float, default=Thresholds.count_rtol,
                    help="allowed relative rise of NFE-F/NFE-B/steps (default: %(default)s)")
@@ -560,10 +417,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the check for parsed ``args``; prints the report and returns 0 (pass) or 1 (regression).
+    """Run the check for parsed ``args``; prints the report and returns 0 (pass) or 1 (a regression,
+    or nothing compared).
 
     Raises:
-        RegressError: for a bad revision, repository or suite name (the CLI shows it as a usage error).
+        RegressError: for a bad revision, repository, suite, profile or plugin name (the CLI shows it as a
+            usage error).
     """
     for name in ("count_rtol", "bytes_rtol", "error_rtol"):
         if getattr(args, name) < 0:

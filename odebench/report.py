@@ -16,7 +16,7 @@ import pandas as pd
 from odebench.records import NOT_RUN, not_run, read_records
 from odebench.records import to_frame as records_frame
 from odebench.registry import get_workload
-from odebench.tables import UNSTABLE, UNSTABLE_NOTE
+from odebench.tables import UNSTABLE, UNSTABLE_NOTE, clip  # noqa: F401 - clip is part of the report API
 from odebench.workload import Workload
 
 
@@ -39,12 +39,13 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_markdown(df: pd.DataFrame) -> str:
-    """The summary table as markdown, or one line saying that no case ran (and where to look)."""
+    """The summary table as markdown, or, when no case ran, one line saying so and why (an empty
+    table would print a bare header of the workload's columns)."""
     table = summary(df)
-    if table.empty:
-        return (f"No case ran: all {len(df)} selected cases are unsupported or unavailable here "
-                "(see Not run).")
-    return table.to_markdown(index=False)
+    if not table.empty:
+        return table.to_markdown(index=False)
+    why = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+    return f"No case ran: every selected case is unsupported or unavailable here ({why}); see Not run."
 
 
 def render(run_dir: str | Path) -> Path:

@@ -28,6 +28,7 @@ from odebench import registry
 from odebench.protocol import Status
 from odebench.records import RECORDS, RUN_INFO, append_record, read_records, repair_records
 from odebench.suite import Case, Suite
+from odebench.worker import PARENT_ENV
 
 
 class RunError(ValueError):
@@ -42,10 +43,11 @@ class RunSpec:
     profile: str
     filters: dict[str, list[Any] | None] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cwd: str = field(default_factory=os.getcwd)  # where a relative suite_path is relative to
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite_path": self.suite_path, "profile": self.profile, "filters": self.filters,
-                "overrides": self.overrides}
+                "overrides": self.overrides, "cwd": self.cwd}
 
 
 def new_run_dir(results: Path, suite_name: str) -> Path:
@@ -113,13 +115,17 @@ def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: fl
         log = log_dir / f"{_safe(case.id)}.log"
         with open(log, "w") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job), str(out)],
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=os.environ | {PARENT_ENV: str(os.getpid())})
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _stop_worker(proc)
                 return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
+            except BaseException:
+                # Ctrl-C or SIGTERM of the runner: the worker, in its own session, got neither.
+                _stop_worker(proc)
+                raise
         if out.exists():
             return json.loads(out.read_text())
         tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
@@ -128,6 +134,15 @@ def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: fl
             return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
         return {"status": str(Status.ERROR),
                 "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
+
+
+def _stop_worker(proc: subprocess.Popen) -> None:
+    """Kill a worker's process group (the worker and anything it started) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+    proc.wait()
 
 
 def _run_inline(case: Case, config: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +197,18 @@ def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume
         resume: skip cases that already have a record in ``run_dir``.
         progress: show progress on stderr.
         argv: the command line for ``env.json``.
+
+    Raises:
+        odebench.rundir.RunDirError: when another process is writing ``run_dir``.
     """
+    from odebench.rundir import hold
+
+    with hold(run_dir):
+        return _run(suite, cases, run_dir, spec, resume=resume, progress=progress, argv=argv)
+
+
+def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume: bool, progress: bool,
+         argv: list[str] | None) -> list[dict[str, Any]]:
     from odebench.measure import environment
 
     run_dir = Path(run_dir)

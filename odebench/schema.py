@@ -2,7 +2,8 @@
 
 A field spec is ``(type, constraint)``: the type is ``int``, ``float``, ``str``, ``bool``,
 ``dict`` or a one-element list of one of them (a list checked element-wise); the constraint
-is a tuple of valid choices, ``"pos"`` (> 0), ``"nonneg"`` (>= 0) or None. Suites
+is a tuple of valid choices, ``"pos"`` (> 0), ``"nonneg"`` (>= 0), ``"name"`` (an identifier,
+:data:`NAME_RULE`) or None; every float must be finite. Suites
 (:mod:`odebench.suite`) and workloads (:mod:`odebench.workload`) declare their sections
 with these specs and raise :class:`SuiteError` for anything else.
 """
@@ -10,6 +11,8 @@ with these specs and raise :class:`SuiteError` for anything else.
 from __future__ import annotations
 
 import copy
+import math
+import re
 from typing import Any
 
 
@@ -18,6 +21,10 @@ class SuiteError(ValueError):
 
 
 _INT, _FLOAT, _STR, _BOOL = int, float, str, bool
+
+#: A suite name becomes a folder under the results root: one path component that cannot
+#: climb out of it (no '/', not '.' or '..', not empty, not hidden). The constraint ``"name"``.
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def choices(options) -> str:
@@ -48,6 +55,11 @@ def check_value(where: str, value: Any, typ: Any, constraint: Any) -> Any:
         value = float(value)
     if typ is _INT and isinstance(value, bool) or not isinstance(value, typ):
         raise SuiteError(f"{where} must be {typ.__name__}, got {value!r}")
+    if typ is _FLOAT and not math.isfinite(value):  # JSON has no inf/nan: run.json and records would break
+        raise SuiteError(f"{where} must be a finite number, got {value!r}")
+    if constraint == "name" and not NAME_RULE.fullmatch(value):
+        raise SuiteError(f"{where} {value!r} is not a valid name; valid: letters, digits, '_', '.' and '-', "
+                         f"starting with a letter or digit (^{NAME_RULE.pattern}$)")
     if isinstance(constraint, tuple) and value not in constraint:
         raise SuiteError(f"unknown value {value!r} for {where}; valid: {choices(constraint)}")
     if constraint == "pos" and not value > 0:

@@ -18,7 +18,7 @@ from typing import Any
 
 from odebench import registry
 from odebench.protocol import DEVICES, FIXED_METHODS, GRAD_MODES, METHODS
-from odebench.schema import SuiteError, check_section, check_value, choices, merge
+from odebench.schema import NAME_RULE, SuiteError, check_section, check_value, choices, merge  # noqa: F401
 from odebench.workload import Workload
 
 _INT, _FLOAT, _STR = int, float, str
@@ -28,7 +28,7 @@ DTYPES = ("float32", "float64")
 #: Sections every suite has, whatever its workload. A workload (see
 #: :mod:`odebench.workloads`) adds its own sections and matrix axes.
 COMMON_SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
-    "suite": {"name": (_STR, None), "description": (_STR, None), "workload": (_STR, None),
+    "suite": {"name": (_STR, "name"), "description": (_STR, None), "workload": (_STR, None),
               "reference": (_STR, None), "default_profile": (_STR, None)},
     "measure": {"warmup": (_INT, "nonneg"), "repeats": (_INT, "pos"), "timeout_s": (_FLOAT, "pos"),
                 "isolation": (_STR, ISOLATION), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES),
@@ -82,9 +82,12 @@ class Suite:
     """A validated suite with one profile applied.
 
     Attributes:
-        name, path, profile: where it came from.
+        name, path, profile: where it came from (``profile`` as resolved: never ``default`` when
+            the suite names a ``default_profile``).
         config: the merged, validated settings, section by section.
-        profiles: the profile names the file defines.
+        profiles: the names ``--profile`` takes: ``default`` first when it means the base
+            settings, then the file's profiles.
+        default_profile: the profile used without ``--profile``.
     """
 
     name: str
@@ -92,6 +95,7 @@ class Suite:
     profile: str
     config: dict[str, dict[str, Any]]
     profiles: list[str] = field(default_factory=list)
+    default_profile: str = "default"
 
     @property
     def workload(self) -> Workload:
@@ -237,17 +241,23 @@ def load_suite(path: str | Path, profile: str | None = None,
     profile that this run does not use is still an error now rather than on the day
     someone selects it.
 
+    ``default`` always means what runs without ``--profile``: the profile that
+    ``suite.default_profile`` names, else the base settings, which then go by ``default``.
+    A suite that names a default profile and wants its base settings reachable defines an
+    empty profile for them (the mnist suite's ``full``).
+
     Arguments:
         path: a suite folder (``suites/spiral``) or its ``suite.toml``.
-        profile: a profile name defined under ``[profiles.NAME]``; None (or "default")
-            uses the suite's ``default_profile`` if it names one, else the base settings.
+        profile: a profile name defined under ``[profiles.NAME]``; None or ``default``: the
+            suite's default (see above).
         overrides: settings that replace the file's and the profile's, as dotted keys
             (``{"measure.repeats": 5, "measure.timeout_s": 60.0}``), checked against the
             same schema as the file. This is the one way the command line, ``regress`` and
             asv change a suite's settings.
 
     Raises:
-        SuiteError: on a missing file, malformed TOML, or any invalid key or value.
+        SuiteError: on a missing file, malformed TOML, any invalid key or value, an unknown
+            profile, a ``default_profile`` that is no profile, or a profile named ``default``.
     """
     file = suite_file(path)
     try:
@@ -258,15 +268,17 @@ def load_suite(path: str | Path, profile: str | None = None,
     if not isinstance(profiles, dict):
         raise SuiteError(f"[profiles] in {file} must be a table of profile tables")
     base = _validate(raw, str(file))  # the base must be valid on its own
+    default, names = _profile_names(base, profiles, file)
     for name, body in profiles.items():
         if not isinstance(body, dict):
             raise SuiteError(f"[profiles.{name}] in {file} must be a table, got {body!r}")
         _validate(merge(raw, body), f"{file} (profile {name!r})")
-    chosen = profile or base["suite"]["default_profile"] or "default"
+    chosen = default if profile in (None, "default") else profile
     if chosen != "default":
         if chosen not in profiles:
+            valid = [f"{n} (the default)" if n == default != "default" else n for n in names]
             raise SuiteError(f"unknown profile {chosen!r} for suite {base['suite']['name']!r}; "
-                             f"valid: {choices(['default', *profiles])}")
+                             f"valid: {choices(valid)}")
         raw = merge(raw, profiles[chosen])
     if overrides:
         raw = merge(raw, parse_overrides(overrides))
@@ -274,7 +286,23 @@ def load_suite(path: str | Path, profile: str | None = None,
     else:
         where = f"{file} (profile {chosen!r})"
     config = _validate(raw, where)
-    return Suite(config["suite"]["name"], file.parent, chosen, config, ["default", *profiles])
+    return Suite(config["suite"]["name"], file.parent, chosen, config, names, default)
+
+
+def _profile_names(base: dict[str, dict[str, Any]], profiles: dict[str, Any], file: Path) -> tuple[str, list[str]]:
+    """The profile used without ``--profile``, and the names ``--profile`` takes.
+
+    Raises:
+        SuiteError: for a profile named ``default`` (it would shadow the suite's default) or a
+            ``suite.default_profile`` that names no profile.
+    """
+    if "default" in profiles:
+        raise SuiteError(f"[profiles.default] in {file}: 'default' is reserved for the settings used without "
+                         "--profile; valid: set suite.default_profile to a profile of another name")
+    default = base["suite"]["default_profile"] or "default"
+    if default != "default" and default not in profiles:
+        raise SuiteError(f"unknown value {default!r} for suite.default_profile; valid: {choices(profiles)}")
+    return default, ([] if default != "default" else ["default"]) + list(profiles)
 
 
 #: The small profile the benchmarks and the regression check run, first found: a suite's

@@ -3,16 +3,28 @@
 The runner starts this module in a fresh process per case, so each case's peak memory is
 its own and a hung or crashed case can be killed without losing the run. The case and
 suite settings come in as JSON in ``IN``; the record goes out as JSON to ``OUT``.
+
+A worker never outlives the runner that started it (see :func:`tie_to_parent`): a killed
+runner's case must not keep computing beside the run that resumes it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from typing import Any
 
 from odebench.failures import failure_fields
 from odebench.protocol import Status
+
+#: The environment variable through which the runner gives its pid to the worker it starts.
+PARENT_ENV = "ODEBENCH_PARENT_PID"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def execute(case: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +49,51 @@ def execute(case: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         return failure_fields(exc)
 
 
+def tie_to_parent(parent: int, poll_s: float = 0.5) -> None:
+    """Make this process die when ``parent`` (the runner) is gone, by two means, because
+    neither covers every case alone:
+
+    * ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills the worker the moment its parent
+      dies, even while it is deep in a long C call. Linux only; it fires when the parent
+      *thread* that started the worker ends (the runner waits for the worker on that very
+      thread, so it never ends first); and it misses a parent that died before the call.
+    * a daemon thread that polls ``os.getppid()``, which changes when an orphan is re-parented:
+      portable (macOS has no PDEATHSIG), catches a parent that died before the prctl, and kills
+      the worker's whole process group, children included (the JAX fairness gate's process),
+      within ``poll_s``.
+
+    Arguments:
+        parent: the pid the worker must keep as its parent.
+        poll_s: seconds between the thread's checks.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no usable libc: the thread alone watches
+    if os.getppid() != parent:
+        _die()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        _die()
+
+    threading.Thread(target=watch, name="odebench-parent-watch", daemon=True).start()
+
+
+def _die() -> None:
+    """SIGKILL this worker, and its process group when it leads one (the runner starts it in a
+    session of its own; run by hand it does not, and a shell's group must not be killed)."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main(argv: list[str]) -> int:
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        tie_to_parent(int(parent))
     in_path, out_path = argv
     with open(in_path) as fh:
         job = json.load(fh)

@@ -102,9 +102,20 @@ def test_status_changes():
 def test_new_and_gone_cases_and_suites_are_reported_not_gated():
     comp = compare({"spiral": [_rec()], "old": [_rec()]}, {"spiral": [_rec("new/euler/g/seed=0/cpu")],
                                                           "mnist": [_rec()]})
-    assert comp.exit_code == 0
+    assert not comp.regressions and comp.exit_code == 1  # fails only because nothing was compared
     assert {f.verdict for f in comp.findings} == {"gone", "new"}
     assert any("'mnist' is only in the head" in n for n in comp.notes)
+
+
+def test_a_gate_that_compares_nothing_fails_and_says_why():
+    empty = compare({"spiral": []}, {"spiral": []})
+    assert empty.exit_code == 1 and not empty.regressions
+    assert render(empty, "a", "b").splitlines()[-1] == (
+        "FAIL: nothing compared between b and a: no case was measured in either tree (timings reported, never gated)")
+    unsupported = _rec(status="unsupported")
+    comp = compare({"spiral": [unsupported]}, {"spiral": [unsupported]})
+    assert comp.exit_code == 1
+    assert "no case is ok in both trees (1 not run in the head)" in render(comp, "a", "b").splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------- command line
@@ -244,3 +255,15 @@ def test_generated_benchmarks(tmp_path, monkeypatch):
     monkeypatch.setenv("ODEBENCH_ASV_CASES", "^nothing")
     with pytest.raises(NotImplementedError):
         classes["Steps"]().setup(cache, ids[0])
+
+
+def test_cli_unknown_profile_or_plugin_is_one_line_exit_2_before_measuring(tmp_path):
+    base = _tree(tmp_path / "base", {"grid": MINI.format(name="grid", batch_time=5)})
+    head = _tree(tmp_path / "head", {"grid": MINI.format(name="grid", batch_time=5)})
+    for flags, needle in ((["--profile", "nosuch"], "unknown profile 'nosuch' for suite 'grid' of "),
+                          (["--plugin", "nosuch"], "unknown plugin 'nosuch' for --plugin; registered in ")):
+        r = _cli("regress", str(base), str(head), "--quiet", *flags)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        assert needle in lines[0] and ("valid: default" in lines[0] or "torchdiffeq" in lines[0]), lines[0]
+        assert r.stdout == ""

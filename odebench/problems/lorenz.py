@@ -25,6 +25,7 @@ class Lorenz(ReferenceProblem):
     """
 
     name: ClassVar[str] = "lorenz"
+    state_dim: ClassVar[int] = 3
     stiff: ClassVar[bool] = False
     sigma: float = 10.0
     rho: float = 28.0

@@ -209,6 +209,8 @@ class ReferenceProblem:
 
     #: registry name, also the prefix of the cache files.
     name: ClassVar[str] = ""
+    #: the dimension of the state ``rhs`` acts on (``y0`` must have this length).
+    state_dim: ClassVar[int] = 0
     #: stiff problems get a Radau reference, the others DOP853.
     stiff: ClassVar[bool] = False
     reference_rtol: ClassVar[float] = 1e-12

@@ -31,6 +31,7 @@ class Robertson(ReferenceProblem):
     """
 
     name: ClassVar[str] = "robertson"
+    state_dim: ClassVar[int] = 3
     stiff: ClassVar[bool] = True
     reference_atol: ClassVar[tuple[float, ...]] = (1e-16, 1e-20, 1e-16)
     k1: float = 0.04

@@ -30,6 +30,11 @@ class LinearSpiral:
     def ts(self) -> np.ndarray:
         return np.linspace(self.t0, self.t1, self.n_points)
 
+    @property
+    def state_dim(self) -> int:
+        """The dimension of the state: ``A`` is ``state_dim × state_dim``."""
+        return len(self.A)
+
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
         """The true vector field, for ``y`` of shape ``(..., 2)``."""
         return y @ np.asarray(self.A).T

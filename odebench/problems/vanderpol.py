@@ -25,6 +25,7 @@ class VanDerPol(ReferenceProblem):
     """
 
     name: ClassVar[str] = "vanderpol"
+    state_dim: ClassVar[int] = 2
     mu: float = 1.0
     y0: tuple[float, ...] = (2.0, 0.0)
     t0: float = 0.0

@@ -23,19 +23,28 @@ import math
 
 import torch
 
+from odebench.protocol import SolveFailed, Status
+
 from . import rk
 
 
-class SolverError(RuntimeError):
+class SolverError(SolveFailed):
     """A solve failed (what torchdiffeq reports with an assertion).
 
+    It is odebench's :class:`SolveFailed`, so a failure raised inside ``backward()`` (the
+    adjoint's reverse solve), where no :class:`Solution` can carry it, still becomes the
+    case's status (``max_steps``, ...) instead of a generic error.
+
+    Arguments:
+        status: ``"max_steps"``, ``"dt_underflow"``, ``"nonfinite"`` or ``"error"``.
+        message: what failed.
+
     Attributes:
-        status: ``"max_steps"``, ``"dt_underflow"`` or ``"nonfinite"``.
+        status: the :class:`Status` (a ``str`` enum: equal to the string given).
     """
 
     def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
+        super().__init__(Status(status), message)
 
 
 class Job:
@@ -185,7 +194,7 @@ class AdjointFunction(torch.autograd.Function):
                 res = rk.Result(None, rk.NONFINITE, "non-finite adjoint state")
             if res.status != rk.OK:
                 _update_stats(job, counters)
-                raise SolverError(res.status, f"adjoint solve failed: {res.message}")
+                raise SolverError(res.status, f"adjoint reverse solve (backward pass) failed: {res.message}")
             s = res.y_end
         _update_stats(job, counters)
         grads = []

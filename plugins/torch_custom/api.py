@@ -215,7 +215,7 @@ def _options(options) -> dict:
 
 def _raise_on_failure(sol: Solution) -> torch.Tensor:
     if not sol.ok:
-        raise SolverError(sol.status.value, f"{sol.status.value}: {sol.message}")
+        raise SolverError(sol.status.value, sol.message)  # its text is "<status>: <message>"
     return sol.ys
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from odebench.schema import SuiteError, choices
 from odebench.workload import Workload
 from odebench.workloads.train import case, report
+from odebench.workloads.train.checks import check_problem_fit
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 LOSSES = ("mse",)
@@ -85,6 +86,7 @@ class TrainWorkload(Workload):
             if snap > train["iterations"]:
                 raise SuiteError(f"training.snapshots has {snap}, beyond training.iterations = "
                                  f"{train['iterations']}")
+        check_problem_fit(config)
 
     # What one case does and how the report shows it live in their own modules.
     run_case = staticmethod(case.run_case)
