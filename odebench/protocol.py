@@ -27,6 +27,9 @@ GRAD_MODES = ("backprop", "adjoint", "adjoint-seminorm", "checkpoint")
 
 FRAMEWORKS = ("torch", "jax", "numpy")
 DEVICES = ("cpu", "cuda")
+#: How a plugin steps a batch ``y0`` of shape ``(B, ...)``: one step size for the whole batch
+#: (the batch is one ODE system), a step size per sample, or one sample after another.
+BATCH_STEPPING = ("joint", "per-sample", "sequential")
 
 
 class Status(enum.StrEnum):
@@ -111,6 +114,10 @@ class SolverPlugin:
         backend: the framework whose backend builds and trains models through this
             plugin; defaults to ``framework``. scipy's plugin is ``numpy`` but trains torch
             models through its black-box adjoint, so it sets ``"torch"``.
+        batch_stepping: one of :data:`BATCH_STEPPING`: ``"joint"`` when the batch is solved
+            as one system with shared steps (its NFE and steps are the batch's), ``"per-sample"``
+            when each sample of the first axis gets its own step size.
+        compiled: the plugin compiles its solve; :meth:`prepare` does it ahead of timing.
     """
 
     name: ClassVar[str] = ""
@@ -123,6 +130,8 @@ class SolverPlugin:
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
     backend: ClassVar[str] = ""
+    batch_stepping: ClassVar[str] = "joint"
+    compiled: ClassVar[bool] = False
 
     @classmethod
     def backend_framework(cls) -> str:
@@ -157,6 +166,8 @@ class SolverPlugin:
             "methods": sorted(cls.methods),
             "grad_modes": list(cls.grad_modes),
             "devices": list(cls.devices),
+            "batch_stepping": cls.batch_stepping,
+            "compiled": cls.compiled,
             "available": cls.available(),
         }
 
@@ -175,6 +186,18 @@ class SolverPlugin:
         return method in self.fixed_step_methods
 
     # -- solving ---------------------------------------------------------------
+    def prepare(self, f: Any, y0: Any, ts: Any, **solve_kw: Any) -> float | None:
+        """Compile the solve for these shapes and settings, outside any timer.
+
+        Arguments:
+            f, y0, ts: as for :meth:`odeint` (only their shapes, dtypes and types matter).
+            solve_kw: the keyword arguments the timed :meth:`odeint` calls will get.
+
+        Returns:
+            Seconds spent compiling, or None when the plugin has nothing to compile.
+        """
+        return None
+
     def odeint(
         self,
         f: Any,

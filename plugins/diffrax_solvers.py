@@ -343,6 +343,8 @@ class DiffraxPlugin(SolverPlugin):
     methods: ClassVar[dict[str, str]] = dict(_NATIVE)
     grad_modes: ClassVar[tuple[str, ...]] = ("backprop", "checkpoint", "adjoint", "adjoint-seminorm")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    # The batch is one state (no vmap over samples): one step size for all samples.
+    batch_stepping: ClassVar[str] = "joint"
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
 
     @classmethod

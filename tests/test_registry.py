@@ -12,6 +12,7 @@ from odebench import registry
 from odebench.problems import LinearSpiral
 from odebench.protocol import (
     ADAPTIVE_METHODS,
+    BATCH_STEPPING,
     DEVICES,
     FIXED_METHODS,
     FRAMEWORKS,
@@ -78,8 +79,11 @@ def test_capabilities_are_declared_data(name):
     assert set(cls.devices) <= set(DEVICES)
     reason = cls.available()
     assert reason is None or (reason.startswith("unavailable:") and "pip install odebench[" in reason)
+    assert cls.batch_stepping in BATCH_STEPPING, (name, cls.batch_stepping)
+    assert isinstance(cls.compiled, bool)
     described = cls.describe()
     assert described["name"] == name and described["methods"] == sorted(cls.methods)
+    assert described["batch_stepping"] == cls.batch_stepping and described["compiled"] is cls.compiled
 
 
 @pytest.mark.parametrize("name", PLUGINS)
