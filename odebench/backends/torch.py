@@ -39,6 +39,10 @@ class MLPField(nn.Module):
                 layers.append(_ACTIVATIONS[spec.activation]())
         self.net = nn.Sequential(*layers).to(dtype=dtype, device=device)
 
+    #: Declared: ``forward`` ignores ``t``. A plugin whose samples sit at different times
+    #: (torchode) may then evaluate the whole batch in one call.
+    autonomous = True
+
     def forward(self, t, y):
         return self.net(y)
 
@@ -55,6 +59,11 @@ class CountingField(nn.Module):
         super().__init__()
         self.inner = inner
         self.counter = counter
+
+    @property
+    def autonomous(self) -> bool:
+        """The wrapped field's declaration (see :attr:`MLPField.autonomous`)."""
+        return bool(getattr(self.inner, "autonomous", False))
 
     def forward(self, t, y):
         self.counter.call()
@@ -87,6 +96,7 @@ class TorchTrainer(Trainer):
         self.dtype = DTYPES[dtype]
         self.device = torch.device(device)
         self._init = (model_spec, weights, optimizer, lr)
+        self._prepared: set[tuple] = set()  # batch shapes the plugin has compiled for
         self.reset()
         self.solve_kw = dict(method=method, rtol=rtol, atol=atol, grad_mode=grad_mode, max_steps=max_steps)
         self._cuda = self.device.type == "cuda"
@@ -100,7 +110,15 @@ class TorchTrainer(Trainer):
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
     def to_batch(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        return self._tensor(batch.y0), self._tensor(batch.ts), self._tensor(batch.ys)
+        """The batch as tensors; a compiling plugin compiles here (untimed) for a new shape."""
+        y0, ts, ys = self._tensor(batch.y0), self._tensor(batch.ts), self._tensor(batch.ys)
+        key = (tuple(y0.shape), tuple(ts.shape))
+        if key not in self._prepared:
+            self._prepared.add(key)
+            spent = self.plugin.prepare(self.field, y0, ts, **self.solve_kw)
+            if spent is not None:
+                self.compile_s = (self.compile_s or 0.0) + spent
+        return y0, ts, ys
 
     def _loss(self, field: nn.Module, batch) -> tuple[torch.Tensor, Any]:
         y0, ts, ys = batch

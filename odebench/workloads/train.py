@@ -248,7 +248,7 @@ SUMMARY_NOTE = (
     "timed apart between device syncs; NFE-F / NFE-B are counted by the harness in untimed instrumented "
     "passes (mean over the snapshot iterations); peak RSS is the peak over the training loop minus the "
     "resident set before it; saved KB is what autograd keeps for backward (torch only). compile s is JAX "
-    "compile time, never part of the timings.")
+    "compile time, or a compiled torch plugin's (torchode_compiled), never part of the timings.")
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
