@@ -25,6 +25,16 @@ from odebench.protocol import (
 )
 
 PLUGINS = registry.plugin_names()
+
+
+def _compiled(name: str) -> bool:
+    cls = registry.entry(name).load()
+    return cls is not None and cls.compiled
+
+
+# A compiled plugin compiles every method it solves (minutes on a small CPU): its solves
+# run with the slow tests.
+SOLVING_PLUGINS = [pytest.param(n, marks=pytest.mark.slow) if _compiled(n) else n for n in PLUGINS]
 SPIRAL = LinearSpiral()
 A = np.asarray(SPIRAL.A)
 
@@ -63,7 +73,7 @@ def _field_and_state(framework: str, y0: np.ndarray, ts: np.ndarray):
 
 def test_builtin_plugins_are_registered_through_entry_points():
     eps = {ep.name for ep in importlib.metadata.entry_points(group=registry.GROUP)}
-    assert {"torchdiffeq", "torch_custom", "diffrax", "scipy"} <= eps
+    assert {"torchdiffeq", "torch_custom", "diffrax", "scipy", "torchode"} <= eps
     assert "torchdiffeq" in PLUGINS
 
 
@@ -86,7 +96,7 @@ def test_capabilities_are_declared_data(name):
     assert described["batch_stepping"] == cls.batch_stepping and described["compiled"] is cls.compiled
 
 
-@pytest.mark.parametrize("name", PLUGINS)
+@pytest.mark.parametrize("name", SOLVING_PLUGINS)
 def test_every_declared_nonstiff_method_solves_the_spiral(name):
     plugin = _available(name)
     ts = np.linspace(0.0, 1.0, 101)
