@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -142,14 +143,24 @@ class TorchTrainer(Trainer):
         if self._cuda:
             torch.cuda.synchronize(self.device)
 
+    def _eager(self):
+        """A compiling plugin's untimed passes run its code eagerly (the same algorithm and calls).
+
+        torch.compile cannot trace the saved-tensor hooks or the counter's side effects, and a
+        no-grad snapshot would compile yet another graph; so for such a plugin the saved bytes
+        are those of its eager graph.
+        """
+        return torch.compiler.set_stance("force_eager") if self.plugin.compiled else contextlib.nullcontext()
+
     def instrumented(self, batch) -> InstrumentedPass:
         counter = NFECounter()
         counted = CountingField(self.field, counter)
-        with saved_tensor_bytes() as saved:
-            loss, sol = self._loss(counted, batch)
-        counter.phase = "bwd"
-        # Gradients only: the parameters are not updated by an instrumented pass.
-        grads = torch.autograd.grad(loss, list(self.field.parameters()), allow_unused=True)
+        with self._eager():
+            with saved_tensor_bytes() as saved:
+                loss, sol = self._loss(counted, batch)
+            counter.phase = "bwd"
+            # Gradients only: the parameters are not updated by an instrumented pass.
+            grads = torch.autograd.grad(loss, list(self.field.parameters()), allow_unused=True)
         del grads
         return InstrumentedPass(loss=float(loss.detach()), nfe_fwd=counter.nfe_fwd,
                                 nfe_bwd=counter.nfe_bwd, n_vjp=counter.n_vjp,
@@ -157,7 +168,7 @@ class TorchTrainer(Trainer):
 
     def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
         kw = dict(self.solve_kw, grad_mode=self.plugin.grad_modes[0])
-        with torch.no_grad():
+        with torch.no_grad(), self._eager():
             sol = self.plugin.odeint(self.field, self._tensor(y0), self._tensor(ts), **kw)
         if not sol.ok:
             raise SolveFailed(sol.status, sol.message)
