@@ -284,7 +284,11 @@ class TorchodePlugin(SolverPlugin):
             field = _field_class()(f, state_shape, shared_time=False)
             dt0 = None if step_size is None else torch.full((batch,), step_size, dtype=ts.dtype, device=ts.device)
         term = torchode.ODETerm(field)
-        problem = torchode.InitialValueProblem(y0=y0.reshape(batch, -1), t_eval=times.expand(batch, -1))
+        # Contiguous start and end times: the solver's time becomes a fresh (stride 1) tensor
+        # after the first step, and a compiled step would recompile for the expanded start.
+        t_start, t_end = (times[i].expand(batch).contiguous() for i in (0, -1))
+        problem = torchode.InitialValueProblem(y0=y0.reshape(batch, -1), t_start=t_start, t_end=t_end,
+                                               t_eval=times.expand(batch, -1))
         return term, problem, dt0
 
     def _solve(self, solver, problem, term, dt0):
@@ -293,9 +297,32 @@ class TorchodePlugin(SolverPlugin):
 
     def odeint(self, f, y0, ts, *, method, rtol=1e-7, atol=1e-9, step_size=None,
                grad_mode="backprop", max_steps=100_000) -> Solution:
+        """Solve with torchode (see :meth:`SolverPlugin.odeint` for the contract).
+
+        Arguments:
+            f: odebench's ``f(t, y)``; an ``nn.Module`` for ``adjoint``. Declaring
+                ``f.autonomous = True`` lets adaptive solves evaluate the batch in one call.
+            y0: shape ``(B, ...)``: ``B`` samples, each stepped on its own.
+            ts: output times shared by the samples, increasing or decreasing.
+            method, rtol, atol, grad_mode: as declared; tolerances apply to adaptive methods.
+            step_size: the fixed step of euler/heun (None: step on ``ts``), the first step
+                of dopri5/tsit5.
+            max_steps: the step budget of each sample.
+
+        Returns:
+            A :class:`Solution` with ``ys`` of shape ``(len(ts), *y0.shape)``, the worst
+            sample's status and :func:`_stats`' statistics.
+
+        Raises:
+            UnsupportedError: for an undeclared method or grad mode.
+            ValueError: for a fixed-step method on unequally spaced ``ts`` without ``step_size``.
+            TypeError: for ``adjoint`` with an ``f`` that is not an ``nn.Module``.
+        """
         self.check(method, grad_mode)
         import torch
 
+        if len(ts) < 2:
+            return Solution(y0.unsqueeze(0), Status.OK, "", SolveStats(0, 0, 0, 0))
         if grad_mode == "adjoint" and not isinstance(f, torch.nn.Module):
             raise TypeError(f"torchode's BacksolveAdjoint needs f to be a torch.nn.Module, got {type(f).__name__}")
         term, problem, dt0 = self._problem(f, y0, ts, method, step_size)
