@@ -73,6 +73,7 @@ Statistics: see :func:`_stats` for how torchode's per-sample counts become
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, ClassVar
@@ -186,8 +187,13 @@ def _unit_grid(ts, step_size: float | None):
     return t0, h, torch.tensor(s, dtype=ts.dtype, device=ts.device)
 
 
+@functools.cache
 def _field_class():
-    """The adapter from odebench's ``f(t, y)`` to torchode's term (built on first use: imports torch)."""
+    """The adapter from odebench's ``f(t, y)`` to torchode's term (built once, on first use: imports torch).
+
+    One class for the process: a compiled solve guards on the field's type, so a class built
+    per call would recompile on every call.
+    """
     import torch
     from torch import nn
 
@@ -353,6 +359,13 @@ class TorchodeCompiledPlugin(TorchodePlugin):
     code. :meth:`prepare` runs one forward and one backward solve for the given shapes so
     that compilation (dynamo and inductor, forward and backward graphs) happens before any
     timer, and returns the seconds it took.
+
+    Compiling takes tens of seconds to minutes per method, dtype and batch shape on a small
+    CPU (less when inductor's on-disk cache already holds the kernels). torchode's output
+    evaluation has data-dependent sizes, so a later solve can need another graph (dynamo
+    specialises a step that passes exactly one output time); the torch trainer runs timed
+    passes with ``torch.compiler.set_stance("eager_on_recompile")``, so such a frame runs
+    eagerly instead of compiling inside a timer.
 
     Only ``backprop``: ``BacksolveAdjoint`` wraps its loops in an ``autograd.Function``
     whose reverse solve vmaps a ``torch.func.vjp``; compiling that is not what torchode

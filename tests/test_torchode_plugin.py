@@ -339,12 +339,18 @@ def test_compiled_variant_equals_eager_and_reports_compile_time():
     trainer.to_batch(batch)  # same shapes: nothing more to compile
     assert trainer.compile_s == spent
 
+    # A new vector field of the same structure (the trainer's reset, the timed loop) reuses
+    # the compiled code: no graph is compiled after prepare.
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
     results = {}
     for plugin in (PLUGIN, compiled):
         f = _mlp(seed=3)
         sol = plugin.odeint(f, y0, ts, method="dopri5", rtol=1e-6, atol=1e-8)
         grads = torch.autograd.grad(sol.ys.square().sum(), list(f.parameters()))
         results[plugin.name] = (sol, grads)
+    assert counters["stats"]["unique_graphs"] == graphs
     (eager, g_eager), (comp, g_comp) = results["torchode"], results["torchode_compiled"]
     assert comp.ok and comp.stats.extra == eager.stats.extra
     assert torch.allclose(comp.ys, eager.ys, rtol=1e-12, atol=1e-14)
