@@ -128,12 +128,22 @@ class TorchTrainer(Trainer):
             raise SolveFailed(sol.status, sol.message)
         return torch.mean((sol.ys - ys) ** 2), sol
 
+    def _run_only(self):
+        """A compiling plugin's timed passes run what :meth:`to_batch` compiled and never compile.
+
+        A frame that would need a new graph (torchode: a step that first passes exactly one
+        output time, a size dynamo specialises) runs eagerly instead of compiling in a timer.
+        """
+        return torch.compiler.set_stance("eager_on_recompile") if self.plugin.compiled else contextlib.nullcontext()
+
     def forward(self, batch):
-        return self._loss(self.field, batch)[0]
+        with self._run_only():
+            return self._loss(self.field, batch)[0]
 
     def backward(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with self._run_only():
+            loss.backward()
         self.opt.step()
 
     def loss_value(self, loss: torch.Tensor) -> float:
