@@ -35,6 +35,9 @@ NFE_SOURCES = ("counter", "formula", "none")
 
 FRAMEWORKS = ("torch", "jax", "numpy")
 DEVICES = ("cpu", "cuda")
+#: How a plugin steps a batch ``y0`` of shape ``(B, ...)``: one step size for the whole batch
+#: (the batch is one ODE system), a step size per sample, or one sample after another.
+BATCH_STEPPING = ("joint", "per-sample", "sequential")
 
 
 class Status(enum.StrEnum):
@@ -142,6 +145,10 @@ class SolverPlugin(abc.ABC):
         backend: the framework whose backend builds and trains models through this
             plugin; defaults to ``framework``. scipy's plugin is ``numpy`` but trains torch
             models through its black-box adjoint, so it sets ``"torch"``.
+        batch_stepping: one of :data:`BATCH_STEPPING`: ``"joint"`` when the batch is solved
+            as one system with shared steps (its NFE and steps are the batch's), ``"per-sample"``
+            when each sample of the first axis gets its own step size.
+        compiled: the plugin compiles its solve; :meth:`prepare` does it ahead of timing.
     """
 
     name: ClassVar[str] = ""
@@ -155,6 +162,8 @@ class SolverPlugin(abc.ABC):
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
     nfe_source: ClassVar[str] = ""  # undeclared: every plugin must set one of NFE_SOURCES
     backend: ClassVar[str] = ""
+    batch_stepping: ClassVar[str] = "joint"
+    compiled: ClassVar[bool] = False
 
     @classmethod
     def backend_framework(cls) -> str:
@@ -190,6 +199,8 @@ class SolverPlugin(abc.ABC):
             "grad_modes": list(cls.grad_modes),
             "devices": list(cls.devices),
             "nfe_source": cls.nfe_source,
+            "batch_stepping": cls.batch_stepping,
+            "compiled": cls.compiled,
             "available": cls.available(),
         }
 
@@ -208,6 +219,18 @@ class SolverPlugin(abc.ABC):
         return method in self.fixed_step_methods
 
     # -- solving ---------------------------------------------------------------
+    def prepare(self, f: Any, y0: Any, ts: Any, **solve_kw: Any) -> float | None:
+        """Compile the solve for these shapes and settings, outside any timer.
+
+        Arguments:
+            f, y0, ts: as for :meth:`odeint` (only their shapes, dtypes and types matter).
+            solve_kw: the keyword arguments the timed :meth:`odeint` calls will get.
+
+        Returns:
+            Seconds spent compiling, or None when the plugin has nothing to compile.
+        """
+        return None
+
     @abc.abstractmethod
     def odeint(
         self,

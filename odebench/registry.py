@@ -206,7 +206,8 @@ def describe_all() -> list[dict]:
         cls = e.load()
         if cls is None:
             rows.append({"name": name, "framework": None, "version": None, "methods": [],
-                         "grad_modes": [], "devices": [], "nfe_source": None, "available": e.error})
+                         "grad_modes": [], "devices": [], "nfe_source": None, "batch_stepping": None,
+                         "compiled": None, "available": e.error})
         else:
             rows.append(cls.describe())
     return rows

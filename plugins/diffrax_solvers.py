@@ -316,6 +316,8 @@ class DiffraxPlugin(JaxSolverPlugin):
     methods: ClassVar[dict[str, str]] = dict(_NATIVE)
     grad_modes: ClassVar[tuple[str, ...]] = ("backprop", "checkpoint", "adjoint", "adjoint-seminorm")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    # The batch is one state (no vmap over samples): one step size for all samples.
+    batch_stepping: ClassVar[str] = "joint"
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset(FIXED_METHODS)
     nfe_source: ClassVar[str] = "formula"
 

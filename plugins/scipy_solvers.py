@@ -262,6 +262,8 @@ class ScipyPlugin(SolverPlugin):
     methods: ClassVar[dict[str, str]] = dict(_METHODS)
     grad_modes: ClassVar[tuple[str, ...]] = ("adjoint",)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # The flattened batch is one system for scipy: one step size for all samples.
+    batch_stepping: ClassVar[str] = "joint"
     fixed_step_methods: ClassVar[frozenset[str]] = frozenset()
     nfe_source: ClassVar[str] = "counter"
     # Models are trained in torch: the black-box adjoint takes a torch module.

@@ -57,6 +57,7 @@ class TorchdiffeqPlugin(SolverPlugin):
     grad_modes: ClassVar[tuple[str, ...]] = ("backprop", "adjoint", "adjoint-seminorm")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     nfe_source: ClassVar[str] = "formula"
+    batch_stepping: ClassVar[str] = "joint"  # one error norm over the whole batch
 
     def odeint(self, f, y0, ts, *, method, rtol=1e-7, atol=1e-9, step_size=None,
                grad_mode="backprop", max_steps=100_000) -> Solution:

@@ -99,7 +99,9 @@ def _default_method(cls: type[SolverPlugin], grad_mode: str) -> str:
 
 
 def _param(values: tuple, cls: type[SolverPlugin], default: bool) -> pytest.param:
-    slow = cls.framework in COMPILED_FRAMEWORKS and not default
+    # A plugin that compiles each solve with torch.compile (a minute per method on 2 cores) runs
+    # with the slow tests only.
+    slow = (cls.framework in COMPILED_FRAMEWORKS and not default) or cls.compiled
     return pytest.param(*values, id="-".join(values), marks=[pytest.mark.slow] if slow else [])
 
 
@@ -112,14 +114,19 @@ def _cases(kind: str) -> list:
             out.append(pytest.param(name, *["unavailable"] * (width - 1), id=f"{name}-unavailable"))
             continue
         reps = _representatives(cls)
+        if cls.compiled:  # its eager twin has the full matrix; the compiled one its representatives
+            kind_methods = set(reps)
+        else:
+            kind_methods = set(cls.methods)
         if kind == "plugin":
             out.append(pytest.param(name, id=name))
         elif kind == "method:fixed":
-            out += [_param((name, m), cls, m in reps) for m in _fixed(cls)]
+            out += [_param((name, m), cls, m in reps) for m in _fixed(cls) if m in kind_methods]
         elif kind == "method:adaptive":
-            out += [_param((name, m), cls, m in reps) for m in _adaptive(cls)]
+            out += [_param((name, m), cls, m in reps) for m in _adaptive(cls) if m in kind_methods]
         elif kind == "grad:all":
-            out += [_param((name, m, g), cls, m == _default_method(cls, g)) for m, g in _combos(cls)]
+            out += [_param((name, m, g), cls, m == _default_method(cls, g)) for m, g in _combos(cls)
+                    if m in kind_methods]
         elif kind == "grad:representative":
             out += [_param((name, m, g), cls, m == _default_method(cls, g))
                     for m, g in _combos(cls) if m in reps]

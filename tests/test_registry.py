@@ -9,14 +9,22 @@ import warnings
 import pytest
 
 from odebench import registry
-from odebench.protocol import DEVICES, FRAMEWORKS, GRAD_MODES, METHODS, NFE_SOURCES, SolverPlugin
+from odebench.protocol import (
+    BATCH_STEPPING,
+    DEVICES,
+    FRAMEWORKS,
+    GRAD_MODES,
+    METHODS,
+    NFE_SOURCES,
+    SolverPlugin,
+)
 
 PLUGINS = registry.plugin_names()
 
 
 def test_builtin_plugins_are_registered_through_entry_points():
     eps = {ep.name for ep in importlib.metadata.entry_points(group=registry.GROUP)}
-    assert {"torchdiffeq", "torch_custom", "diffrax", "scipy"} <= eps
+    assert {"torchdiffeq", "torch_custom", "diffrax", "scipy", "torchode"} <= eps
     assert "torchdiffeq" in PLUGINS
 
 
@@ -34,9 +42,12 @@ def test_capabilities_are_declared_data(name):
     assert reason is None or (reason.startswith("unavailable:") and "pip install odebench[" in reason)
     assert cls.nfe_source in NFE_SOURCES, (
         f"{name} declares nfe_source {cls.nfe_source!r}; valid: {', '.join(NFE_SOURCES)}")
+    assert cls.batch_stepping in BATCH_STEPPING, (name, cls.batch_stepping)
+    assert isinstance(cls.compiled, bool)
     described = cls.describe()
     assert described["name"] == name and described["methods"] == sorted(cls.methods)
     assert described["nfe_source"] == cls.nfe_source
+    assert described["batch_stepping"] == cls.batch_stepping and described["compiled"] is cls.compiled
 
 
 class _NeedsMissingFramework(SolverPlugin):

@@ -42,6 +42,10 @@ class MLPField(nn.Module):
                 layers.append(_ACTIVATIONS[spec.activation]())
         self.net = nn.Sequential(*layers).to(dtype=dtype, device=device)
 
+    #: Declared: ``forward`` ignores ``t``. A plugin whose samples sit at different times
+    #: (torchode) may then evaluate the whole batch in one call.
+    autonomous = True
+
     def forward(self, t, y):
         return self.net(y)
 
@@ -58,6 +62,11 @@ class CountingField(nn.Module):
         super().__init__()
         self.inner = inner
         self.counter = counter
+
+    @property
+    def autonomous(self) -> bool:
+        """The wrapped field's declaration (see :attr:`MLPField.autonomous`)."""
+        return bool(getattr(self.inner, "autonomous", False))
 
     def forward(self, t, y):
         self.counter.call()
@@ -142,6 +151,7 @@ class TorchTrainer(Trainer):
         self.dtype = DTYPES[dtype]
         self.device = torch.device(device)
         self._init = (model_spec, weights, optimizer, lr)
+        self._prepared: set[tuple] = set()  # batch shapes the plugin has compiled for
         self.reset()
         self.solve_kw = dict(method=method, rtol=rtol, atol=atol, grad_mode=grad_mode, max_steps=max_steps)
         self._cuda = self.device.type == "cuda"
@@ -155,7 +165,15 @@ class TorchTrainer(Trainer):
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
     def to_batch(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        return self._tensor(batch.y0), self._tensor(batch.ts), self._tensor(batch.ys)
+        """The batch as tensors; a compiling plugin compiles here (untimed) for a new shape."""
+        y0, ts, ys = self._tensor(batch.y0), self._tensor(batch.ts), self._tensor(batch.ys)
+        key = (tuple(y0.shape), tuple(ts.shape))
+        if key not in self._prepared:
+            self._prepared.add(key)
+            spent = self.plugin.prepare(self.field, y0, ts, **self.solve_kw)
+            if spent is not None:
+                self.compile_s = (self.compile_s or 0.0) + spent
+        return y0, ts, ys
 
     def _loss(self, field: nn.Module, batch) -> tuple[torch.Tensor, Any]:
         y0, ts, ys = batch
@@ -164,12 +182,22 @@ class TorchTrainer(Trainer):
             raise SolveFailed(sol.status, sol.message)
         return torch.mean((sol.ys - ys) ** 2), sol
 
+    def _run_only(self):
+        """A compiling plugin's timed passes run what :meth:`to_batch` compiled and never compile.
+
+        A frame that would need a new graph (torchode: a step that first passes exactly one
+        output time, a size dynamo specialises) runs eagerly instead of compiling in a timer.
+        """
+        return torch.compiler.set_stance("eager_on_recompile") if self.plugin.compiled else contextlib.nullcontext()
+
     def forward(self, batch):
-        return self._loss(self.field, batch)[0]
+        with self._run_only():
+            return self._loss(self.field, batch)[0]
 
     def backward(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with self._run_only():
+            loss.backward()
         self.opt.step()
 
     def loss_value(self, loss: torch.Tensor) -> float:
@@ -179,16 +207,26 @@ class TorchTrainer(Trainer):
         if self._cuda:
             torch.cuda.synchronize(self.device)
 
+    def _eager(self):
+        """A compiling plugin's untimed passes run its code eagerly (the same algorithm and calls).
+
+        torch.compile cannot trace the saved-tensor hooks or the counter's side effects, and a
+        no-grad snapshot would compile yet another graph; so for such a plugin the saved bytes
+        are those of its eager graph.
+        """
+        return torch.compiler.set_stance("force_eager") if self.plugin.compiled else contextlib.nullcontext()
+
     def instrumented(self, batch) -> InstrumentedPass:
         def loss_fn():
             loss, sol = self._loss(self.field, batch)
             return loss, sol.stats
 
-        return instrumented_pass(loss_fn, self.field, list(self.field.parameters()))
+        with self._eager():
+            return instrumented_pass(loss_fn, self.field, list(self.field.parameters()))
 
     def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
         kw = dict(self.solve_kw, grad_mode=self.plugin.grad_modes[0])
-        with torch.no_grad():
+        with torch.no_grad(), self._eager():
             sol = self.plugin.odeint(self.field, self._tensor(y0), self._tensor(ts), **kw)
         if not sol.ok:
             raise SolveFailed(sol.status, sol.message)

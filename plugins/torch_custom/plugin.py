@@ -35,6 +35,7 @@ class TorchCustomPlugin(SolverPlugin):
     grad_modes: ClassVar[tuple[str, ...]] = GRAD_MODES
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     nfe_source: ClassVar[str] = "counter"
+    batch_stepping: ClassVar[str] = "joint"  # one error norm over the whole batch
 
     def odeint(self, f: Any, y0: Any, ts: Any, *, method: str, rtol: float = 1e-7, atol: float = 1e-9,
                step_size: float | None = None, grad_mode: str = "backprop",

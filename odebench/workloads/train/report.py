@@ -19,7 +19,7 @@ SUMMARY_NOTE = (
     "marks a backprop that evaluates again, i.e. checkpoints). peak RSS is the largest peak over the "
     "training iterations minus the resident set at their start (the untimed snapshot passes and their "
     "compiles are outside the region); saved KB is what autograd keeps for backward (torch only). "
-    "compile s is JAX compile time, never part of the timings; end-to-end s is compile plus training, "
+    "compile s is JAX compile time, or a compiled torch plugin's (torchode_compiled), never part of the timings; end-to-end s is compile plus training, "
     "what a user waits for the whole run.")
 
 
