@@ -372,7 +372,7 @@ def test_seminorm_takes_fewer_backward_steps():
         sol = solve(f, y, ts, method="dopri5", rtol=1e-6, atol=1e-8, grad_mode=mode, max_steps=BUDGET)
         sol.ys.sum().backward()
         counts[mode] = sol.stats.extra["n_steps_bwd"]
-    assert counts["adjoint-seminorm"] <= counts["adjoint"]
+    assert counts["adjoint-seminorm"] < counts["adjoint"]  # 21 < 25; equal if a_θ were in the norm
 
 
 # -- statuses ------------------------------------------------------------------------
