@@ -25,7 +25,9 @@ they are in ``nfev`` as in ``solve_ivp``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -111,6 +113,64 @@ class _CountingField:
         return out
 
 
+class _LsodaWorkPool:
+    """Work arrays for scipy's LSODA, reused from one solve to the next.
+
+    scipy 1.17's C ``lsoda`` wrapper takes a reference to its ``rwork`` and ``iwork``
+    arguments on every call and never releases it, so the work arrays of every LSODA solve
+    stay allocated for the life of the process: ``8 (22 + 16 n + n²)`` bytes for an
+    ``n``-dimensional state, which the black-box adjoint's augmented state ``[z, a, a_θ]``
+    (``n`` = twice the state plus the parameters) turns into megabytes per training
+    iteration. Each solve therefore runs on a pooled pair of its size, reinitialised from the
+    fresh pair scipy made, so the references scipy keeps point at arrays the pool keeps
+    anyway. A pair is in use by one solve at a time; the pool grows only with concurrency.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(rwork: np.ndarray, iwork: np.ndarray) -> tuple:
+        return rwork.shape, rwork.dtype.str, iwork.shape, iwork.dtype.str
+
+    def adopt(self, solver: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Give the new, not yet stepped LSODA ``solver`` a free pooled pair of work arrays
+        (its fresh pair, when none is free, joins the pool on :meth:`release`).
+
+        Returns:
+            The pair the solver now uses, for :meth:`release`; None when scipy's internals
+            are not the ones this works around (then nothing is changed).
+        """
+        integ = getattr(getattr(solver, "_lsoda_solver", None), "_integrator", None)
+        args = getattr(integ, "call_args", None)
+        if not isinstance(args, list) or len(args) < 6:
+            return None
+        rwork, iwork = args[4], args[5]
+        if not (isinstance(rwork, np.ndarray) and isinstance(iwork, np.ndarray)
+                and rwork is getattr(integ, "rwork", None) and iwork is getattr(integ, "iwork", None)):
+            return None
+        with self._lock:
+            free = self._free.get(self._key(rwork, iwork))
+            pair = free.pop() if free else None
+        if pair is None:
+            return rwork, iwork
+        pair[0][...] = rwork  # scipy's initial contents: options, t_bound, zeroed state
+        pair[1][...] = iwork
+        integ.rwork, integ.iwork = pair
+        args[4], args[5] = pair
+        return pair
+
+    def release(self, pair: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Return a pair from :meth:`adopt` to the pool once its solve has ended."""
+        if pair is not None:
+            with self._lock:
+                self._free.setdefault(self._key(*pair), []).append(pair)
+
+
+_LSODA_WORK = _LsodaWorkPool()
+
+
 def _failure(solver: Any, native: str, message: str | None, field_: _CountingField) -> tuple[Status, str]:
     """Map a failed ``step()`` onto a status."""
     message = message or "scipy step failed"
@@ -178,7 +238,7 @@ def integrate(
 
     direction = 1.0 if ts[-1] > ts[0] else -1.0
     solver_cls = getattr(scipy.integrate, native)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.ExitStack() as cleanup:
         # LSODA reports failures through warnings as well as its istate; the status says it all.
         warnings.simplefilter("ignore")
         try:
@@ -186,6 +246,8 @@ def integrate(
         except Exception as err:  # the vector field raised at t0, or scipy rejected the input
             status = Status.NONFINITE if counting.nonfinite else Status.ERROR
             return result(status, f"{native} could not start: {type(err).__name__}: {err}")
+        if native == "LSODA":  # scipy's LSODA leaks its work arrays: run on pooled ones
+            cleanup.callback(_LSODA_WORK.release, _LSODA_WORK.adopt(solver))
         n_stages = getattr(solver, "n_stages", None)
         while i < n_t:
             if stats.n_accepted >= max_steps:

@@ -395,3 +395,57 @@ def test_problem_torch_field_through_plugin(plugin):
     np.testing.assert_allclose(sol.ys.detach().numpy(), np_sol.ys, rtol=1e-12, atol=1e-12)
     sol.ys[-1].sum().backward()  # no parameters: gradient wrt y0 only
     assert y0.grad is not None and torch.isfinite(y0.grad).all()
+
+
+
+def _live(kind: type) -> int:
+    """Objects of ``kind`` alive after a collection (``type`` checks: no attribute lookups)."""
+    import gc
+
+    gc.collect()
+    return sum(issubclass(type(o), kind) for o in gc.get_objects())
+
+
+@needs_torch
+@pytest.mark.parametrize("method", ["lsoda", pytest.param("dopri5", marks=pytest.mark.slow)])
+def test_adjoint_training_does_not_leak(plugin, method):
+    """Training passes (forward solve, adjoint backward, optimiser step) keep memory flat:
+    the bytes Python allocates (tracemalloc: numpy's arrays included) grow by less than
+    0.5 MiB over 60 passes, and no scipy solver or adjoint context outlives its pass. scipy
+    1.17's C LSODA kept every solve's work arrays alive: ~85 KiB per pass here (the augmented
+    state has 94 components), ~5 MiB over the 60."""
+    import gc
+    import tracemalloc
+
+    from scipy.integrate import OdeSolver
+
+    from odebench_plugins.scipy_solvers import _AdjointContext
+
+    f = MLP(hidden=16)
+    y0 = _loss_setup()[0]
+    ts = torch.tensor([0.0, 0.3], dtype=torch.float64)
+    opt = torch.optim.SGD(f.parameters(), lr=1e-3)
+
+    def one_pass():
+        opt.zero_grad()
+        sol = plugin.odeint(f, y0, ts, method=method, rtol=1e-4, atol=1e-6)
+        assert sol.ok, sol.message
+        sol.ys[-1].square().sum().backward()
+        opt.step()
+
+    for _ in range(20):  # caches and pools reach their steady state untraced
+        one_pass()
+    tracemalloc.start()
+    try:
+        for _ in range(10):
+            one_pass()
+        gc.collect()
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(60):
+            one_pass()
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert growth < 2**19, f"{method}: {growth / 2**20:.2f} MiB more after 60 training passes"
+    assert _live(OdeSolver) == 0 and _live(_AdjointContext) == 0

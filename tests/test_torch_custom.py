@@ -30,6 +30,10 @@ A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=F64)
 FIXED_ORDERS = {"rk4_classic": 4}
 ADAPTIVE_ORDERS = {"bosh3": 3, "dopri5": 5, "tsit5": 5}
 GRAD_MODES = ("backprop", "adjoint", "adjoint-seminorm", "checkpoint")
+# Step budget of every adaptive solve here (the largest needs about 1 500 steps): a broken
+# error estimate or controller then fails in seconds instead of stepping for hours.
+BUDGET = 5_000
+MAX_NUM_STEPS = {"max_num_steps": BUDGET}
 
 
 class Spiral(torch.nn.Module):
@@ -107,7 +111,7 @@ def test_adaptive_meets_tolerance(method):
     ref = exact(y0, ts)
     errs = []
     for tol in (1e-4, 1e-6, 1e-8):
-        sol = solve(Spiral(), y0, ts, method=method, rtol=tol, atol=tol)
+        sol = solve(Spiral(), y0, ts, method=method, rtol=tol, atol=tol, max_steps=BUDGET)
         assert sol.ok
         err = (sol.ys - ref).abs().max().item()
         assert err < 20 * tol, (tol, err)  # global error within a small multiple of the local tolerance
@@ -117,8 +121,10 @@ def test_adaptive_meets_tolerance(method):
 
 def test_dense_output_does_not_shorten_steps():
     y0 = torch.tensor([2.0, 0.0], dtype=F64)
-    coarse = solve(Spiral(), y0, torch.tensor([0.0, 3.0], dtype=F64), method="dopri5", rtol=1e-8, atol=1e-8)
-    fine = solve(Spiral(), y0, torch.linspace(0.0, 3.0, 301, dtype=F64), method="dopri5", rtol=1e-8, atol=1e-8)
+    coarse = solve(Spiral(), y0, torch.tensor([0.0, 3.0], dtype=F64), method="dopri5", rtol=1e-8, atol=1e-8,
+                   max_steps=BUDGET)
+    fine = solve(Spiral(), y0, torch.linspace(0.0, 3.0, 301, dtype=F64), method="dopri5", rtol=1e-8, atol=1e-8,
+                 max_steps=BUDGET)
     assert fine.stats.n_steps == coarse.stats.n_steps
     assert (fine.ys[-1] - coarse.ys[-1]).abs().max() < 1e-14
 
@@ -127,12 +133,12 @@ def test_dense_output_does_not_shorten_steps():
 def test_decreasing_t(method):
     y1 = torch.tensor([0.5, -1.0], dtype=F64)
     ts = torch.linspace(2.0, 0.0, 41, dtype=F64)
-    ys = odeint(Spiral(), y1, ts, method=method, rtol=1e-9, atol=1e-9)
+    ys = odeint(Spiral(), y1, ts, method=method, rtol=1e-9, atol=1e-9, options=MAX_NUM_STEPS)
     ref = exact(y1, ts)
     tol = 1e-5 if method == "rk4" else 1e-7
     assert (ys - ref).abs().max() < tol
     # and back: integrating forward from the end returns to the start
-    back = odeint(Spiral(), ys[-1], ts.flip(0), method=method, rtol=1e-9, atol=1e-9)
+    back = odeint(Spiral(), ys[-1], ts.flip(0), method=method, rtol=1e-9, atol=1e-9, options=MAX_NUM_STEPS)
     assert (back.flip(0) - ys).abs().max() < 2 * tol
 
 
@@ -146,7 +152,7 @@ def test_decreasing_t_gradients(method, opts):
     for mode in GRAD_MODES:
         f.zero_grad()
         y = y0.clone().requires_grad_(True)
-        (solve(f, y, ts, method=method, grad_mode=mode, **opts).ys * w).sum().backward()
+        (solve(f, y, ts, method=method, grad_mode=mode, max_steps=BUDGET, **opts).ys * w).sum().backward()
         grads[mode] = torch.cat([y.grad.flatten()] + [p.grad.flatten() for p in f.parameters()])
     scale = grads["backprop"].abs().max()
     assert (grads["checkpoint"] - grads["backprop"]).abs().max() < 1e-12 * scale  # both discrete
@@ -189,11 +195,11 @@ def test_torchdiffeq_signature_runs_unchanged():
     assert ours.shape == theirs.shape == (5, 4, 2)
     assert (ours - theirs).abs().max() < 1e-7
     y = y0.clone().requires_grad_(True)
-    out = odeint_adjoint(f, y, t, rtol=1e-9, atol=1e-10, method="dopri5",
+    out = odeint_adjoint(f, y, t, rtol=1e-9, atol=1e-10, method="dopri5", options=MAX_NUM_STEPS,
                          adjoint_params=tuple(f.parameters()), adjoint_options=dict(norm="seminorm"))
     out.sum().backward()
     assert y.grad is not None and all(p.grad is not None for p in f.parameters())
-    assert (odeint(f, y0, t) - theirs).abs().max() < 1e-6  # defaults: dopri5, rtol 1e-7, atol 1e-9
+    assert (odeint(f, y0, t, options=MAX_NUM_STEPS) - theirs).abs().max() < 1e-6  # dopri5, rtol 1e-7, atol 1e-9
 
 
 def test_invalid_arguments_list_the_choices():
@@ -217,7 +223,7 @@ def _loss_fn(f, method, grad_mode, opts):
     w = torch.randn(4, 3, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
 
     def loss(y0):
-        sol = solve(f, y0, ts, method=method, grad_mode=grad_mode, **opts)
+        sol = solve(f, y0, ts, method=method, grad_mode=grad_mode, max_steps=BUDGET, **opts)
         assert sol.ok, sol.message
         return (sol.ys * w).sum(), sol
 
@@ -297,7 +303,7 @@ def test_nfe_adaptive(method, stages):
     f = Counting(Stiffish())
     y0 = torch.zeros(2, dtype=F64)
     ts = torch.linspace(0.0, 3.0, 4, dtype=F64)
-    sol = TorchCustomPlugin().odeint(f, y0, ts, method=method, rtol=1e-6, atol=1e-8)
+    sol = TorchCustomPlugin().odeint(f, y0, ts, method=method, rtol=1e-6, atol=1e-8, max_steps=BUDGET)
     st = sol.stats
     assert sol.ok and st.n_steps == st.n_accepted + st.n_rejected
     # f(t0, y0) + the first-step heuristic's one evaluation + `stages` per attempted step
@@ -309,7 +315,8 @@ def test_nfe_adaptive(method, stages):
 def test_nfe_backward_adjoint_adaptive():
     f = Counting(MLP())
     y = torch.randn(3, 2, dtype=F64).requires_grad_(True)
-    sol = solve(f, y, torch.linspace(0.0, 1.0, 4, dtype=F64), method="dopri5", grad_mode="adjoint")
+    sol = solve(f, y, torch.linspace(0.0, 1.0, 4, dtype=F64), method="dopri5", grad_mode="adjoint",
+                max_steps=BUDGET)
     f.n = 0
     sol.ys.sum().backward()
     ex = sol.stats.extra
@@ -324,10 +331,10 @@ def test_seminorm_takes_fewer_backward_steps():
     counts = {}
     for mode in ("adjoint", "adjoint-seminorm"):
         y = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(8)).requires_grad_(True)
-        sol = solve(f, y, ts, method="dopri5", rtol=1e-6, atol=1e-8, grad_mode=mode)
+        sol = solve(f, y, ts, method="dopri5", rtol=1e-6, atol=1e-8, grad_mode=mode, max_steps=BUDGET)
         sol.ys.sum().backward()
         counts[mode] = sol.stats.extra["n_steps_bwd"]
-    assert counts["adjoint-seminorm"] <= counts["adjoint"]
+    assert counts["adjoint-seminorm"] < counts["adjoint"]  # 21 < 25; equal if a_θ were in the norm
 
 
 # -- statuses ------------------------------------------------------------------------
@@ -358,12 +365,13 @@ STATUS_CASES = {
 @pytest.mark.parametrize("case", list(STATUS_CASES))
 def test_status(case):
     f, y0, (t0, t1), kw, expected = STATUS_CASES[case]
+    kw = {"max_steps": BUDGET, **kw}
     y0 = torch.tensor(y0, dtype=F64)
     ts = torch.tensor([t0, t1], dtype=F64)
     sol = TorchCustomPlugin().odeint(f, y0, ts, **kw)
     assert isinstance(sol, Solution)
     assert sol.status is expected and sol.ys is None and sol.message
-    options = {"max_num_steps": kw["max_steps"]} if "max_steps" in kw else {}
+    options = {"max_num_steps": kw["max_steps"]}
     if "step_size" in kw:
         options["step_size"] = kw["step_size"]
     with pytest.raises(SolverError) as info:
