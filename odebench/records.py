@@ -21,8 +21,8 @@ RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
 
 #: Columns every record has, whatever its workload; the workload's ``columns`` follow.
-CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework", "plugin_version", "method",
-                "grad_mode", "rtol", "atol", "seed", "device"]
+CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework", "plugin_version", "nfe_source",
+                "batch_stepping", "method", "grad_mode", "rtol", "atol", "seed", "device"]
 OUTCOME_COLUMNS = ["status", "message", "case_wall_s"]
 
 #: Statuses of cases that never ran (they cannot run here; nothing broke): listed under

@@ -99,8 +99,10 @@ def _plugin_meta(name: str) -> dict[str, Any]:
     except registry.UnknownPluginError:
         cls = None
     if cls is None:
-        return {"framework": None, "plugin_version": None}
-    return {"framework": cls.framework, "plugin_version": cls.version()}
+        return {"framework": None, "plugin_version": None, "nfe_source": None, "batch_stepping": None}
+    # What the plugin's own NFE figure is, and how it steps a batch, travel with each record.
+    return {"framework": cls.framework, "plugin_version": cls.version(), "nfe_source": cls.nfe_source,
+            "batch_stepping": cls.batch_stepping}
 
 
 def _safe(name: str) -> str:

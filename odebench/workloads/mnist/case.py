@@ -293,7 +293,9 @@ def _train(model, data, case, config, device, batches_per_epoch: int, label: str
                         if block is not None:
                             nf.append(n_f)
                             nb.append(n_b)
-                peak_rss, rss_method = max(peak_rss, mem.delta), mem.method
+                # A NaN (no honest peak counter here) must stay NaN, not lose to the 0 it starts from.
+                peak_rss = mem.delta if mem.delta != mem.delta else max(peak_rss, mem.delta)
+                rss_method = mem.method
                 if cuda:
                     peak_gpu = max(peak_gpu or 0, torch.cuda.max_memory_allocated(device) - gpu_base)
                 acc, test_nfe = evaluate(model, x_test, y_test, dcfg["test_batch_size"])
