@@ -323,6 +323,8 @@ def cmd_list(args) -> int:
         if p["methods"]:
             print(f"  {'':<13} methods: {', '.join(p['methods'])}")
             print(f"  {'':<13} grad modes: {', '.join(p['grad_modes'])}; devices: {', '.join(p['devices'])}")
+            print(f"  {'':<13} batch stepping: {p.get('batch_stepping')}; NFE figure: {p.get('nfe_source')}"
+                  + ("; compiled" if p.get("compiled") else ""))
     print("\nSuites:" if suites else f"\nNo suites under {root}/")
     for s in suites:
         print(f"  {s['path']:<18} profiles: {_profile_list(s['profiles'], s['default_profile'])}\n"
