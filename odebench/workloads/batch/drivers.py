@@ -55,6 +55,7 @@ def solve_kwargs(case: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
 
 
 def _fail(what: str, status: Status, message: str) -> SolveFailed:
+    """The exception for a solve that ended with ``status``, its message prefixed with which solve."""
     return SolveFailed(status, f"{what}: {message}" if message else what)
 
 

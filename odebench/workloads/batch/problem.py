@@ -152,6 +152,7 @@ def reference(problem: BatchProblem, rtol: float, atol: float) -> np.ndarray:
 
 
 def _reference_one(problem: BatchProblem, i: int, rtol: float, atol: float) -> np.ndarray:
+    """Sample ``i``'s cached reference at ``problem.ts``, shape ``(T, d)``."""
     ts, y0 = problem.ts, problem.y0[i]
     if problem.kind == "vdp":
         vdp = VanDerPol(mu=float(problem.params[i]), y0=tuple(float(x) for x in y0), t0=float(ts[0]),

@@ -31,6 +31,7 @@ SUMMARY_NOTE = (
 
 
 def _row_status(r: pd.Series) -> str:
+    """``ok``, or the status with the start of its message."""
     if r["status"] == "ok":
         return "ok"
     msg = r["message"] if isinstance(r["message"], str) else ""
@@ -38,6 +39,7 @@ def _row_status(r: pd.Series) -> str:
 
 
 def _ms(median: Any, iqr: Any) -> str:
+    """Seconds as milliseconds, marked unstable where the IQR is above half the median."""
     if median is None or pd.isna(median):
         return "–"
     mark = f" {UNSTABLE}" if unstable(float(median), None if pd.isna(iqr) else float(iqr)) else ""
@@ -45,16 +47,19 @@ def _ms(median: Any, iqr: Any) -> str:
 
 
 def _pair(a: Any, b: Any, spec: str) -> str:
+    """``mean/max`` of a per-sample figure."""
     if a is None or pd.isna(a):
         return "–"
     return f"{fmt(float(a), spec)}/{fmt(float(b), '.0f')}"
 
 
 def _num(x: Any, spec: str) -> str:
+    """``x`` formatted, an en dash where missing."""
     return "–" if x is None or pd.isna(x) else fmt(float(x), spec)
 
 
 def _compile(r: pd.Series) -> str:
+    """Compile seconds of the joint and the solo mode, or an en dash for a plugin that compiles nothing."""
     parts = [r["compile_s_joint"], r["compile_s_solo"]]
     if all(p is None or pd.isna(p) for p in parts):
         return "–"
@@ -120,7 +125,15 @@ def inflation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def sections(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
-    """The inflation by spread, every case that ran, and a flag where the library's NFE disagrees."""
+    """The inflation by spread, every case that ran, and a flag where the library's NFE disagrees.
+
+    Arguments:
+        records: every record of the run.
+        config: the run's suite settings (unused: the records carry what the tables show).
+
+    Returns:
+        Markdown lines.
+    """
     df = to_frame(records, LAYOUT)
     df = df[~df["status"].isin(NOT_RUN)]
     out: list[str] = []
@@ -153,13 +166,22 @@ def sections(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]
 
 
 def _label(key: tuple, stepping: Any) -> str:
+    """A line's legend: the plugin and its declared batch stepping."""
     return f"{key[1]} ({stepping})" if isinstance(stepping, str) else key[1]
 
 
 def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
     """``inflation_vs_spread.png`` (one line per plugin, at the largest batch size) and
     ``time_per_sample_vs_batch.png`` (one line per plugin × mode, at the spread with the most batch
-    sizes); one panel per problem × method."""
+    sizes); one panel per problem × method.
+
+    Arguments:
+        records: every record of the run (only ok ones are drawn).
+        out: the figures folder (created when there is something to draw).
+
+    Returns:
+        The paths written; none when no case ran ok.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
