@@ -43,6 +43,14 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "s_per_batch": ("timing", "seconds", "SecondsPerBatch"),
     "peak_rss_bytes": ("timing", "bytes", "PeakRSS"),
     "peak_bytes": ("timing", "bytes", "PeakBytes"),         # memory workload (GPU where run on one)
+    # batch workload: steps and vector-field calls per sample, the batch solved jointly and sample by sample
+    "steps_joint_mean": ("count", "steps", "JointStepsPerSample"),
+    "steps_solo_mean": ("count", "steps", "SoloStepsPerSample"),
+    "nfe_joint": ("count", "evaluations", "JointNFE"),
+    "nfe_solo_mean": ("count", "evaluations", "SoloNFEPerSample"),
+    "err_joint_max": ("error", "abs error", "JointMaxError"),
+    "s_per_sample_joint": ("timing", "seconds", "JointSecondsPerSample"),
+    "s_per_sample_solo": ("timing", "seconds", "SoloSecondsPerSample"),
 }
 #: The fields of a record that regress and asv compare.
 SLIM_KEYS = ("case_id", "status", "message", "case_wall_s", *METRICS)
