@@ -37,7 +37,7 @@ REQUIRED: tuple[str, ...] = ()
 AXES = {"problem": ([str], PROBLEMS), "batch": ([int], "pos"), "spread": ([float], "pos")}
 
 #: Record fields of this workload, in the order ``results.csv`` shows them.
-COLUMNS = ["batch_stepping", "steps_joint_mean", "steps_joint_max", "steps_solo_mean",
+COLUMNS = ["steps_joint_mean", "steps_joint_max", "steps_solo_mean",
            "steps_solo_max", "step_inflation", "nfe_joint", "nfe_solo_mean", "nfe_solo_max", "nfe_inflation",
            "nfe_joint_native", "nfe_agree", "err_joint_mean", "err_joint_max", "err_solo_mean", "err_solo_max",
            "repeats", "s_per_sample_joint", "s_per_sample_joint_iqr", "s_per_sample_solo",
