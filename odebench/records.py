@@ -43,6 +43,11 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "s_per_batch": ("timing", "seconds", "SecondsPerBatch"),
     "peak_rss_bytes": ("timing", "bytes", "PeakRSS"),
     "peak_bytes": ("timing", "bytes", "PeakBytes"),         # memory workload (GPU where run on one)
+    "err_final": ("error", "relative", "FinalStateError"),  # workprecision workload
+    "err_l2": ("error", "relative", "TrajectoryError"),
+    "grad_err": ("error", "relative", "GradientError"),
+    "steps_rejected": ("count", "steps", "RejectedSteps"),
+    "time_s": ("timing", "seconds", "SecondsPerSolve"),
 }
 #: The fields of a record that regress and asv compare.
 SLIM_KEYS = ("case_id", "status", "message", "case_wall_s", *METRICS)
