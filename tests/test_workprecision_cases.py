@@ -124,10 +124,13 @@ def test_a_gradient_on_a_problem_without_a_network_is_unsupported():
 
 
 def test_an_explicit_method_on_a_stiff_problem_is_a_failure_row_not_a_crash():
-    config = _config(robertson={"t1": 1.0, "n_points": 5, "max_steps": 500})
+    config = _config(robertson={"t1": 1.0, "n_points": 5, "explicit_max_steps": 200})
     rec = run_case(_case("torch_custom", "dopri5", problem="robertson"), config, registry.get_plugin("torch_custom"))
     assert rec["status"] in ("max_steps", "dt_underflow", "nonfinite"), rec
-    assert "\n" not in rec["message"] and rec["case_wall_s"] < 60
+    assert "\n" not in rec["message"] and rec["case_wall_s"] < 60 and rec["max_steps_used"] == 200
+    # The implicit methods keep the problem's full budget.
+    rec = run_case(_case("scipy", "radau", problem="robertson"), config, registry.get_plugin("scipy"))
+    assert rec["status"] == "ok" and rec["max_steps_used"] == 20_000 and rec["err_l2"] < 1e-4
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from odebench.measure import NFECounter
-from odebench.protocol import SolveFailed, SolverPlugin, SolveStats, Status
+from odebench.protocol import STIFF_METHODS, SolveFailed, SolverPlugin, SolveStats, Status
 from odebench.workloads.workprecision.problems import Problem
 
 
@@ -38,14 +38,16 @@ def solve_kwargs(case: dict[str, Any], problem: Problem) -> dict[str, Any]:
 
     A fixed-step case (``n_steps > 0``) takes ``n_steps`` steps of ``(t1 - t0) / n_steps``
     with a budget of ``n_steps + 1`` (diffrax sizes its loop by the budget); an adaptive one
-    takes the case's tolerances and the problem's budget.
+    takes the case's tolerances and the problem's budget (its explicit budget for an explicit
+    method).
     """
     n = int(case.get("n_steps") or 0)
     kw: dict[str, Any] = {"method": case["method"], "grad_mode": case["grad_mode"]}
     if n > 0:
         kw.update(step_size=float(problem.ts[-1] - problem.ts[0]) / n, max_steps=min(problem.max_steps, n + 1))
     else:
-        kw.update(rtol=float(case["rtol"]), atol=float(case["atol"]), max_steps=problem.max_steps)
+        budget = problem.max_steps if case["method"] in STIFF_METHODS else problem.explicit_max_steps
+        kw.update(rtol=float(case["rtol"]), atol=float(case["atol"]), max_steps=budget)
     return kw
 
 

@@ -37,13 +37,14 @@ from odebench.workloads.workprecision.schema import NEURAL, PROBLEM_DEFAULTS
 MLP_SPECS = {"neural_spiral": MLPSpec((2, 50, 2), "tanh", 0.1, 0.0),
              "neural_wide": MLPSpec((16, 64, 16), "tanh", 0.25, 0.0)}
 #: The reference methods (primary, secondary) of non-stiff and stiff problems, as ``(scipy
-#: method, rtol)``; None takes ``reference.rtol``.
-REFERENCE_METHODS = {False: (("DOP853", None), ("Radau", None)), True: (("Radau", None), ("BDF", None))}
+#: method, rtol, atol)``; None takes ``reference.rtol`` / ``reference.atol``.
+REFERENCE_METHODS = {False: (("DOP853", None, None), ("Radau", None, None)),
+                     True: (("Radau", None, None), ("BDF", None, None))}
 #: Problems whose second reference cannot reach ``reference.rtol``: scipy's BDF stops with a
 #: step-size underflow in the fast transitions of Van der Pol at μ = 1000 below rtol 1e-10
-#: (and LSODA takes minutes), so its second reference is BDF at 1e-10, and the report's floor
-#: there is what that reference can vouch for.
-REFERENCE_OVERRIDES = {"vanderpol_stiff": (("Radau", None), ("BDF", 1e-10))}
+#: (atol 1e-11; LSODA takes minutes), so its second reference is BDF there, and the report's
+#: floor is what that reference can vouch for.
+REFERENCE_OVERRIDES = {"vanderpol_stiff": (("Radau", None, None), ("BDF", 1e-10, 1e-11))}
 
 
 @dataclass
@@ -57,7 +58,9 @@ class Problem:
         rhs: the vector field ``f(t, y)`` on arrays shaped like ``y0``.
         jac: ``d rhs / d y`` of the flattened state (dense, or sparse block-diagonal for a batch).
         stiff: whether the references are those of a stiff problem.
-        max_steps: the step budget of every solve of this problem.
+        max_steps: the step budget of the solves of this problem.
+        explicit_max_steps: the budget of explicit adaptive methods (smaller on stiff problems,
+            where they cannot finish: they then fail in seconds).
         base: the :mod:`odebench.problems` object (None for the neural problems).
         mlp: ``(spec, weights)`` of a neural problem, else None.
         cache_params: what identifies the problem in the reference cache.
@@ -70,6 +73,7 @@ class Problem:
     jac: Callable[[float, np.ndarray], Any] | None
     stiff: bool
     max_steps: int
+    explicit_max_steps: int
     base: Any = None
     mlp: tuple[MLPSpec, list[tuple[np.ndarray, np.ndarray]]] | None = None
     cache_params: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +156,7 @@ def build(name: str, config: dict[str, Any], seed: int) -> Problem:
         KeyError: for an unknown name (the suite's schema refuses one first).
     """
     s = settings(name, config)
+    explicit = s.get("explicit_max_steps", s["max_steps"])
     if name in NEURAL:
         spec = MLP_SPECS[name]
         weights = mlp_weights(spec, seed)
@@ -163,15 +168,15 @@ def build(name: str, config: dict[str, Any], seed: int) -> Problem:
         mlp = NumpyMLP(spec, weights, y0.shape)
         params = {"problem": f"wp-{name}", "sizes": list(spec.sizes), "weight_std": spec.weight_std,
                   "seed": seed, "batch": list(y0.shape)}
-        return Problem(name, ts, y0, mlp, mlp.jac, False, s["max_steps"], None, (spec, weights), params)
+        return Problem(name, ts, y0, mlp, mlp.jac, False, s["max_steps"], explicit, None, (spec, weights), params)
     cls = LinearSpiral if name == "linear_spiral" else BASE_PROBLEMS[name]
     base = cls(t1=s["t1"], n_points=s["n_points"])
     y0 = np.asarray(base.y0, dtype=np.float64)
     if name == "linear_spiral":
         a = np.asarray(base.A, dtype=np.float64)
-        return Problem(name, base.ts, y0, base.rhs, lambda t, y: a, False, s["max_steps"], base)
+        return Problem(name, base.ts, y0, base.rhs, lambda t, y: a, False, s["max_steps"], explicit, base)
     return Problem(name, np.asarray(base.ts, np.float64), y0, base.rhs, base.jac, bool(base.stiff),
-                   s["max_steps"], base, None, base.params())
+                   s["max_steps"], explicit, base, None, base.params())
 
 
 @dataclass
@@ -213,12 +218,12 @@ def references(problem: Problem, config: dict[str, Any]) -> References:
 
     pair = REFERENCE_OVERRIDES.get(problem.name, REFERENCE_METHODS[problem.stiff])
     out = []
-    for method, rtol in pair:
+    for method, rtol, own_atol in pair:
         ys = reference_solution(flat_rhs, problem.y0.reshape(-1), problem.ts, params=problem.cache_params,
-                                stiff=problem.stiff, jac=problem.jac, rtol=rtol or ref["rtol"], atol=atol,
-                                method=method)
+                                stiff=problem.stiff, jac=problem.jac, rtol=rtol or ref["rtol"],
+                                atol=own_atol or atol, method=method)
         out.append(ys.reshape(len(problem.ts), *shape))
-    kind = " vs ".join(f"{m} (rtol {r or ref['rtol']:g})" for m, r in pair)
+    kind = " vs ".join(f"{m} (rtol {r or ref['rtol']:g})" for m, r, _ in pair)
     return References(out[0], out[1], kind)
 
 
