@@ -51,6 +51,11 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "err_joint_max": ("error", "abs error", "JointMaxError"),
     "s_per_sample_joint": ("timing", "seconds", "JointSecondsPerSample"),
     "s_per_sample_solo": ("timing", "seconds", "SoloSecondsPerSample"),
+    "err_final": ("error", "relative", "FinalStateError"),  # workprecision workload
+    "err_l2": ("error", "relative", "TrajectoryError"),
+    "grad_err": ("error", "relative", "GradientError"),
+    "steps_rejected": ("count", "steps", "RejectedSteps"),
+    "time_s": ("timing", "seconds", "SecondsPerSolve"),
 }
 #: The fields of a record that regress and asv compare.
 SLIM_KEYS = ("case_id", "status", "message", "case_wall_s", *METRICS)

@@ -33,7 +33,8 @@ class MLPField(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for i, (w, b) in enumerate(weights):
-            lin = nn.Linear(w.shape[1], w.shape[0])
+            # Built in the target dtype: a float32 layer would round float64 weights before the cast.
+            lin = nn.Linear(w.shape[1], w.shape[0], dtype=dtype)
             with torch.no_grad():
                 lin.weight.copy_(torch.as_tensor(w))
                 lin.bias.copy_(torch.as_tensor(b))

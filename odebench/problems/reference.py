@@ -27,6 +27,8 @@ import scipy.integrate
 
 #: Bumped when the cache format or the way references are computed changes.
 CACHE_FORMAT = 1
+#: scipy's implicit solvers, the ones that take a Jacobian.
+_IMPLICIT = ("Radau", "BDF", "LSODA")
 
 
 def cache_dir() -> Path:
@@ -62,6 +64,7 @@ def solve_reference(
     jac: Callable[[float, np.ndarray], np.ndarray] | None = None,
     rtol: float = 1e-12,
     atol: float | Sequence[float] = 1e-12,
+    method: str | None = None,
 ) -> np.ndarray:
     """Solve ``y' = rhs(t, y)`` from ``y0`` to every ``ts`` with scipy, uncached.
 
@@ -70,8 +73,11 @@ def solve_reference(
         y0: initial state(s), shape ``(d,)`` or ``(..., d)`` (each row solved independently).
         ts: monotone output times; ``ts[0]`` is the initial time.
         stiff: Radau when true, else DOP853.
-        jac: the Jacobian ``d rhs / d y`` of one state (Radau only; finite differences when None).
+        jac: the Jacobian ``d rhs / d y`` of one state (implicit methods only; finite differences
+            when None).
         rtol, atol: tolerances.
+        method: a ``scipy.integrate`` solver class name that replaces the one ``stiff`` picks
+            (e.g. ``"BDF"`` for a second, independent reference of a stiff problem).
 
     Returns:
         float64 array of shape ``(len(ts), *y0.shape)``.
@@ -83,9 +89,9 @@ def solve_reference(
     y0 = np.asarray(y0, dtype=np.float64)
     rows = y0.reshape(-1, y0.shape[-1])
     out = np.empty((len(ts), *rows.shape))
-    method = "Radau" if stiff else "DOP853"
+    method = method or ("Radau" if stiff else "DOP853")
     kwargs: dict[str, Any] = {"rtol": rtol, "atol": atol}
-    if stiff and jac is not None:
+    if method in _IMPLICIT and jac is not None:
         kwargs["jac"] = jac
     solver_cls = getattr(scipy.integrate, method)
     for r, y in enumerate(rows):
@@ -122,6 +128,7 @@ def reference_solution(
     rtol: float = 1e-12,
     atol: float | Sequence[float] = 1e-12,
     use_cache: bool = True,
+    method: str | None = None,
 ) -> np.ndarray:
     """:func:`solve_reference`, read from / written to the disk cache.
 
@@ -129,6 +136,7 @@ def reference_solution(
         params: what identifies the problem (class name and parameters); hashed with ``ts``,
             ``y0``, the method and the tolerances into the cache key. Must be JSON-able.
         use_cache: False to always solve and never touch the cache.
+        method: a scipy solver class name replacing the one ``stiff`` picks (part of the key).
         (the rest as in :func:`solve_reference`)
 
     Returns:
@@ -137,10 +145,10 @@ def reference_solution(
     ts = np.asarray(ts, dtype=np.float64)
     y0 = np.asarray(y0, dtype=np.float64)
     if not use_cache:
-        return solve_reference(rhs, y0, ts, stiff=stiff, jac=jac, rtol=rtol, atol=atol)
+        return solve_reference(rhs, y0, ts, stiff=stiff, jac=jac, rtol=rtol, atol=atol, method=method)
     full = {
         **params,
-        "method": "Radau" if stiff else "DOP853",
+        "method": method or ("Radau" if stiff else "DOP853"),
         "rtol": rtol,
         "atol": np.asarray(atol, dtype=np.float64).tolist(),
     }
@@ -150,7 +158,7 @@ def reference_solution(
     cached = _read(path, ts, y0)
     if cached is not None:
         return cached
-    ys = solve_reference(rhs, y0, ts, stiff=stiff, jac=jac, rtol=rtol, atol=atol)
+    ys = solve_reference(rhs, y0, ts, stiff=stiff, jac=jac, rtol=rtol, atol=atol, method=method)
     _write(path, ys, json.dumps(full, sort_keys=True, default=repr), key)
     return ys
 
@@ -189,13 +197,18 @@ def _write(path: Path, ys: np.ndarray, meta: str, key: str) -> None:
 def stack(parts: Sequence[Any], like: Any) -> Any:
     """Stack the components of a vector field along the last axis, in ``like``'s framework.
 
-    Lets one formula serve numpy (problems, references, the scipy plugin) and torch
-    (``torch_field()``), so the two can never disagree.
+    Lets one formula serve numpy (problems, references, the scipy plugin), torch
+    (``torch_field()``) and JAX (traced inside ``jax.jit``), so they can never disagree.
     """
-    if type(like).__module__.split(".")[0] == "torch":
+    root = type(like).__module__.split(".")[0]
+    if root == "torch":
         import torch
 
         return torch.stack(list(parts), dim=-1)
+    if root in ("jax", "jaxlib"):  # a tracer lives in jax._src, a concrete array in jaxlib
+        import jax.numpy as jnp
+
+        return jnp.stack(list(parts), axis=-1)
     return np.stack(parts, axis=-1)
 
 

@@ -1,0 +1,410 @@
+"""Framework drivers of the ``workprecision`` workload: one problem's field, state and solve
+in torch, JAX or numpy.
+
+A driver does, for one case:
+
+* ``solve()``: the timed forward solve (no gradient tape: torch under ``no_grad``, JAX a
+  compiled solve, numpy for scipy's own framework); raises :class:`~odebench.SolveFailed`
+  when the solve's status is not ok;
+* ``instrumented_solve()``: an untimed solve whose vector field is counted by the backend's
+  counter (:func:`odebench.backends.torch.counting`, :func:`odebench.backends.jax.counted`)
+  and whose every evaluation state ``(t, y)`` is recorded;
+* ``field_replay(states)``: a callable that evaluates the vector field alone at those states,
+  one evaluation after another, as the solve did (the loop-time subtraction);
+* ``gradient()``: the timed forward + backward pass of ``loss = Σ_i ‖y(t_i) - target_i‖²``
+  with respect to the field's parameters and ``y0``; ``flat_gradient`` lays the result out as
+  the reference does (each layer's ``W`` then ``b``, then ``y0``);
+* ``instrumented_gradient()``: the backend's untimed instrumented pass (NFE-F, NFE-B, VJPs,
+  saved bytes).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from odebench.measure import NFECounter
+from odebench.protocol import STIFF_METHODS, SolveFailed, SolverPlugin, SolveStats, Status
+from odebench.workloads.workprecision.problems import Problem
+
+
+def solve_kwargs(case: dict[str, Any], problem: Problem) -> dict[str, Any]:
+    """``odeint`` keywords of a case.
+
+    A fixed-step case (``n_steps > 0``) takes ``n_steps`` steps of ``(t1 - t0) / n_steps``
+    with a budget of ``n_steps + 1`` (diffrax sizes its loop by the budget); an adaptive one
+    takes the case's tolerances and the problem's budget (its explicit budget for an explicit
+    method).
+    """
+    n = int(case.get("n_steps") or 0)
+    kw: dict[str, Any] = {"method": case["method"], "grad_mode": case["grad_mode"]}
+    if n > 0:
+        kw.update(step_size=float(problem.ts[-1] - problem.ts[0]) / n, max_steps=min(problem.max_steps, n + 1))
+    else:
+        budget = problem.max_steps if case["method"] in STIFF_METHODS else problem.explicit_max_steps
+        kw.update(rtol=float(case["rtol"]), atol=float(case["atol"]), max_steps=budget)
+    return kw
+
+
+class Driver:
+    """What a case measures through, in one framework (see the module docstring)."""
+
+    compile_s: float | None = None
+    saved_source: str | None = None
+
+    def solve(self) -> Any:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Nothing to wait for on the CPU in torch and numpy; JAX blocks inside its calls."""
+
+    def trajectory(self, handle: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def instrumented_solve(self) -> tuple[int, SolveStats, list[tuple[Any, Any]]]:
+        raise NotImplementedError
+
+    def field_replay(self, states: list[tuple[Any, Any]]) -> Callable[[], Any]:
+        raise NotImplementedError
+
+    def gradient(self) -> Any:
+        raise NotImplementedError
+
+    def flat_gradient(self, handle: Any) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(loss, gradient, trajectory)`` of a :meth:`gradient` handle, float64 numpy."""
+        raise NotImplementedError
+
+    def instrumented_gradient(self) -> Any:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- torch
+def _torch_field(problem: Problem) -> Any:
+    import torch
+
+    from odebench.backends.torch import MLPField
+
+    if problem.mlp is not None:
+        spec, weights = problem.mlp
+        return MLPField(spec, weights, torch.float64)
+    if problem.exact:
+        class LinearField(torch.nn.Module):
+            """``f(t, y) = y Aᵀ`` (the spiral's own ``rhs`` is numpy-only)."""
+
+            def __init__(self, a: np.ndarray):
+                super().__init__()
+                self.register_buffer("a_t", torch.as_tensor(a, dtype=torch.float64).T.contiguous())
+
+            def forward(self, t, y):
+                return y @ self.a_t
+
+        return LinearField(np.asarray(problem.base.A))
+    return problem.base.torch_field()
+
+
+class TorchDriver(Driver):
+    """torch plugins, and scipy's black-box adjoint (torch field, numpy solve) for gradients."""
+
+    saved_source = "saved_tensors_hooks"
+
+    def __init__(self, plugin: SolverPlugin, problem: Problem, kw: dict[str, Any], targets: np.ndarray | None):
+        import torch
+
+        self.torch, self.plugin, self.kw = torch, plugin, kw
+        self.field = _torch_field(problem)
+        self.params = [p for p in self.field.parameters() if p.requires_grad]
+        self.y0 = torch.as_tensor(problem.y0, dtype=torch.float64)
+        self.ts = torch.as_tensor(problem.ts, dtype=torch.float64)
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.float64)
+
+    def _odeint(self, y0: Any) -> Any:
+        sol = self.plugin.odeint(self.field, y0, self.ts, **self.kw)
+        if not sol.ok:
+            raise SolveFailed(sol.status, sol.message)
+        return sol
+
+    def solve(self) -> Any:
+        with self.torch.no_grad():
+            return self._odeint(self.y0)
+
+    def trajectory(self, handle: Any) -> np.ndarray:
+        return handle.ys.detach().numpy().astype(np.float64)
+
+    def instrumented_solve(self):
+        from odebench.backends.torch import counting
+
+        counter, states = NFECounter(), []
+
+        def record(_module, inputs, _out):
+            t, y = inputs
+            states.append((t.detach().clone() if isinstance(t, self.torch.Tensor) else t, y.detach().clone()))
+
+        handle = self.field.register_forward_hook(record)
+        try:
+            with counting(self.field, counter), self.torch.no_grad():
+                sol = self._odeint(self.y0)
+        finally:
+            handle.remove()
+        return counter.nfe_fwd, sol.stats, states
+
+    def field_replay(self, states):
+        field, torch = self.field, self.torch
+
+        def replay():
+            with torch.no_grad():
+                for t, y in states:
+                    field(t, y)
+
+        return replay
+
+    def _loss(self, y0: Any) -> tuple[Any, Any]:
+        sol = self._odeint(y0)
+        return ((sol.ys - self.targets) ** 2).sum(), sol
+
+    def gradient(self) -> Any:
+        y0 = self.y0.clone().requires_grad_(True)
+        loss, sol = self._loss(y0)
+        grads = self.torch.autograd.grad(loss, [*self.params, y0], allow_unused=True)
+        return loss, grads, sol.ys
+
+    def flat_gradient(self, handle):
+        loss, grads, ys = handle
+        parts = [(g if g is not None else self.torch.zeros_like(p)).detach().reshape(-1)
+                 for g, p in zip(grads, [*self.params, self.y0])]
+        return float(loss.detach()), self.torch.cat(parts).numpy().astype(np.float64), \
+            ys.detach().numpy().astype(np.float64)
+
+    def instrumented_gradient(self):
+        from odebench.backends.torch import instrumented_pass
+
+        y0 = self.y0.clone().requires_grad_(True)
+
+        def loss_fn():
+            loss, sol = self._loss(y0)
+            return loss, sol.stats
+
+        return instrumented_pass(loss_fn, self.field, self.params)
+
+
+# --------------------------------------------------------------------------- numpy
+class NumpyDriver(Driver):
+    """numpy-framework plugins (scipy) on the problem's own numpy field: forward solves only."""
+
+    def __init__(self, plugin: SolverPlugin, problem: Problem, kw: dict[str, Any]):
+        self.plugin, self.kw, self.problem = plugin, kw, problem
+        self.f = problem.rhs
+
+    def _odeint(self, f: Callable) -> Any:
+        sol = self.plugin.odeint(f, self.problem.y0, self.problem.ts, **self.kw)
+        if not sol.ok:
+            raise SolveFailed(sol.status, sol.message)
+        return sol
+
+    def solve(self) -> Any:
+        return self._odeint(self.f)
+
+    def trajectory(self, handle: Any) -> np.ndarray:
+        return np.asarray(handle.ys, dtype=np.float64)
+
+    def instrumented_solve(self):
+        states: list[tuple[Any, Any]] = []
+        f = self.f
+
+        def counted(t, y):
+            states.append((t, np.array(y, copy=True)))
+            return f(t, y)
+
+        sol = self._odeint(counted)
+        return len(states), sol.stats, states
+
+    def field_replay(self, states):
+        f = self.f
+
+        def replay():
+            for t, y in states:
+                f(t, y)
+
+        return replay
+
+
+# --------------------------------------------------------------------------- JAX
+def _start_jax(threads: int) -> Any:
+    """Import JAX with float64 on (and one intra-op thread when the suite asks for one)."""
+    if "jax" not in sys.modules and threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_cpu_multi_thread_eigen" not in flags:  # read once, when JAX starts
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    import jax
+
+    # Every case of this workload is float64; the runner gives each case its own process.
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _jax_field(problem: Problem) -> Any:
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from odebench.backends.jax import build_mlp
+
+    if problem.mlp is not None:
+        spec, weights = problem.mlp
+        return build_mlp(spec, weights, jnp.float64)
+
+    class ProblemField(eqx.Module):
+        """``f(t, y) = problem.rhs(t, y)``: the problem's own formula, traced by JAX."""
+
+        problem: Any = eqx.field(static=True)
+
+        def __call__(self, t, y):
+            return self.problem.rhs(t, y)
+
+    return ProblemField(problem.base)
+
+
+class JaxDriver(Driver):
+    """JAX plugins: the solve and the gradient compiled ahead of time (``compile_s`` apart)."""
+
+    saved_source = None
+
+    def __init__(self, plugin: Any, problem: Problem, kw: dict[str, Any], targets: np.ndarray | None,
+                 threads: int):
+        jax = _start_jax(threads)
+        import jax.numpy as jnp
+
+        self.jax, self.jnp, self.plugin, self.kw = jax, jnp, plugin, kw
+        self.model = _jax_field(problem)
+        self.y0 = jnp.asarray(problem.y0, dtype=jnp.float64)
+        # Concrete output times closed over (not traced): diffrax then sizes a fixed-step loop by the grid.
+        self.ts = jnp.asarray(problem.ts, dtype=jnp.float64)
+        self.targets = None if targets is None else jnp.asarray(targets, dtype=jnp.float64)
+        self.compile_s = 0.0
+        # Only what the task times is compiled: a compile of a diffrax solve takes seconds.
+        if targets is None:
+            self._solve = self._compile(jax.jit(self._solve_fn), self.model, self.y0)
+        else:
+            vg = jax.value_and_grad(self._loss_fn, argnums=(0, 1), has_aux=True)
+            self._grad = self._compile(jax.jit(vg), self.model, self.y0)
+
+    def _compile(self, jitted: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        out = jitted.lower(*args).compile()
+        self.compile_s += time.perf_counter() - start
+        return out
+
+    def _solve_fn(self, model, y0):
+        return self.plugin.solve(model, y0, self.ts, **self.kw)
+
+    def _loss_fn(self, model, y0):
+        ys, code, stats = self.plugin.solve(model, y0, self.ts, **self.kw)
+        return self.jnp.sum((ys - self.targets) ** 2), (code, stats, ys)
+
+    def _check(self, code: Any) -> None:
+        status = self.plugin.status(code)  # reads the code: waits for the computation
+        if status is not Status.OK:
+            raise SolveFailed(status, self.plugin.message(status, self.kw["max_steps"]))
+
+    def solve(self) -> Any:
+        ys, code, stats = self._solve(self.model, self.y0)
+        self.jax.block_until_ready(ys)
+        self._check(code)
+        return ys, stats
+
+    def trajectory(self, handle):
+        return np.asarray(handle[0], dtype=np.float64)
+
+    def instrumented_solve(self):
+        import equinox as eqx
+
+        from odebench.backends.jax import counted
+
+        jax = self.jax
+        counter, states = NFECounter(), []
+
+        def record(t, y):
+            states.append((np.asarray(t), np.asarray(y)))
+
+        class Recorded(eqx.Module):
+            """Sends each evaluation's ``(t, y)`` to the host (untimed use only)."""
+
+            f: Any
+
+            def __call__(self, t, y):
+                jax.debug.callback(record, t, y)
+                return self.f(t, y)
+
+        field = Recorded(counted(self.model, counter, count_vjp=False))
+        ys, code, stats = jax.jit(lambda m, y0: self.plugin.solve(m, y0, self.ts, **self.kw))(field, self.y0)
+        jax.block_until_ready(ys)
+        jax.effects_barrier()
+        self._check(code)
+        return counter.nfe_fwd, self.plugin.to_stats(stats), states
+
+    def field_replay(self, states):
+        jax, jnp = self.jax, self.jnp
+        if not states:
+            return lambda: None
+        ts = jnp.asarray(np.array([s[0] for s in states], dtype=np.float64))
+        ys = jnp.asarray(np.stack([s[1] for s in states]).astype(np.float64))
+
+        def run(model, ts, ys):
+            # One evaluation after another, as in the solve; the sum keeps each one live.
+            def body(acc, x):
+                return acc + model(x[0], x[1]), None
+
+            acc, _ = jax.lax.scan(body, jnp.zeros_like(ys[0]), (ts, ys))
+            return acc
+
+        compiled = jax.jit(run).lower(self.model, ts, ys).compile()
+        model = self.model
+        return lambda: jax.block_until_ready(compiled(model, ts, ys))
+
+    def gradient(self):
+        (loss, (code, _stats, ys)), grads = self._grad(self.model, self.y0)
+        self.jax.block_until_ready(grads)
+        self._check(code)
+        return loss, grads, ys
+
+    def flat_gradient(self, handle):
+        loss, (g_model, g_y0), ys = handle
+        parts = [np.asarray(x, np.float64).reshape(-1) for layer in g_model.layers for x in layer]
+        parts.append(np.asarray(g_y0, np.float64).reshape(-1))
+        return float(loss), np.concatenate(parts), np.asarray(ys, np.float64)
+
+    def instrumented_gradient(self):
+        from odebench.backends.jax import instrumented_pass
+
+        def loss_fn(f):
+            ys, code, stats = self.plugin.solve(f, self.y0, self.ts, **self.kw)
+            return self.jnp.sum((ys - self.targets) ** 2), (code, stats)
+
+        return instrumented_pass(self.plugin, loss_fn, self.model, method=self.kw["method"],
+                                 max_steps=self.kw["max_steps"])
+
+
+def make_driver(plugin: SolverPlugin, problem: Problem, kw: dict[str, Any], *, task: str,
+                targets: np.ndarray | None = None, threads: int = 0) -> Driver:
+    """The driver of one case.
+
+    A solve runs in the plugin's own framework (scipy: numpy); a gradient in the framework of
+    the plugin's backend (scipy: its torch black-box adjoint).
+
+    Raises:
+        ValueError: for a framework without a driver, or a gradient without targets.
+    """
+    framework = plugin.framework if task == "solve" else plugin.backend_framework()
+    if task == "gradient" and targets is None:
+        raise ValueError("the gradient task needs the loss's targets")
+    if framework == "torch":
+        return TorchDriver(plugin, problem, kw, targets)
+    if framework == "jax":
+        return JaxDriver(plugin, problem, kw, targets, threads)
+    if framework == "numpy" and task == "solve":
+        return NumpyDriver(plugin, problem, kw)
+    raise ValueError(f"the workprecision workload has no {task} driver for framework {framework!r}; "
+                     "valid: torch, jax (and numpy for solves)")

@@ -1,0 +1,211 @@
+"""The reference gradient of the gradient task, computed once per problem and seed and cached.
+
+The loss is ``L = Σ_i ‖y(t_i) - target_i‖²`` over the output times; the gradient is taken with
+respect to the MLP's parameters (each layer's ``W`` then ``b``) and ``y0``, in that order. The
+reference is backprop through the first two available of ``gradient.reference``
+(``plugin:method``, e.g. torch_custom's and torchdiffeq's dopri5) in float64 at
+``gradient.rtol``; the first is the reference, its relative L2 distance to the second is
+``xcheck``. A third, framework-free check: central differences of ``L`` computed with scipy's
+DOP853 at ``reference.rtol`` on the numpy MLP, along ``gradient.fd_directions`` random unit
+directions (Richardson-extrapolated over steps ``h`` and ``h/2``, so the step's truncation
+error is of order ``h⁴``), compared with the gradient's directional derivative; ``fd`` is the
+worst relative difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from odebench import registry
+from odebench.problems.reference import cache_dir, cache_key, solve_reference
+from odebench.workloads.workprecision.analysis import relative_l2
+from odebench.workloads.workprecision.drivers import make_driver
+from odebench.workloads.workprecision.problems import NumpyMLP, Problem
+
+#: Bumped when the way the reference gradient is computed changes (it is part of the cache key).
+FORMAT = 1
+
+
+@dataclass
+class GradReference:
+    """The reference gradient and how far the independent checks are from it.
+
+    Attributes:
+        grad: the gradient, float64, parameters then ``y0``.
+        loss: the loss at the reference.
+        n_params: how many of ``grad``'s entries are parameters (the rest are ``y0``).
+        kind: what computed it, for the report.
+        xcheck: relative L2 distance of the second computation's gradient.
+        fd: worst relative difference of a central-difference directional derivative.
+    """
+
+    grad: np.ndarray
+    loss: float
+    n_params: int
+    kind: str
+    xcheck: float
+    fd: float
+
+
+def flatten(weights: list[tuple[np.ndarray, np.ndarray]], y0: np.ndarray) -> np.ndarray:
+    """The parameters (``W`` then ``b``, layer by layer) and ``y0`` as one float64 vector."""
+    parts = [np.asarray(x, np.float64).ravel() for layer in weights for x in layer]
+    return np.concatenate([*parts, np.asarray(y0, np.float64).ravel()])
+
+
+def unflatten(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]], y0: np.ndarray):
+    """The inverse of :func:`flatten`, shaped like ``weights`` and ``y0``."""
+    out, k = [], 0
+    for w, b in weights:
+        nw, nb = np.size(w), np.size(b)
+        out.append((x[k:k + nw].reshape(np.shape(w)), x[k + nw:k + nw + nb].reshape(np.shape(b))))
+        k += nw + nb
+    return out, x[k:].reshape(np.shape(y0))
+
+
+def numpy_loss(problem: Problem, targets: np.ndarray, x: np.ndarray, rtol: float, atol: float) -> float:
+    """``L`` at the parameters and ``y0`` packed in ``x``, solved by scipy's DOP853 (uncached).
+
+    Raises:
+        ValueError: for a problem without an MLP.
+    """
+    if problem.mlp is None:
+        raise ValueError(f"problem {problem.name!r} has no neural vector field to differentiate")
+    spec, weights = problem.mlp
+    w, y0 = unflatten(x, weights, problem.y0)
+    mlp = NumpyMLP(spec, w, y0.shape)
+
+    def flat(t, y):
+        return mlp(t, y.reshape(y0.shape)).reshape(-1)
+
+    ys = solve_reference(flat, y0.reshape(-1), problem.ts, stiff=False, rtol=rtol, atol=atol)
+    return float(np.sum((ys.reshape(targets.shape) - targets) ** 2))
+
+
+def fd_check(problem: Problem, targets: np.ndarray, grad: np.ndarray, *, directions: int, step: float,
+             rtol: float, atol: float, seed: int) -> float:
+    """The worst relative difference between ``grad · v`` and a central difference of ``L`` along ``v``.
+
+    Arguments:
+        problem, targets: the loss.
+        grad: the gradient to check (as :func:`flatten` lays it out).
+        directions: how many random unit directions ``v``.
+        step: the difference step relative to ``‖x‖`` (``h = step · ‖x‖``).
+        rtol, atol: the tolerances of the scipy solves.
+        seed: the directions' seed.
+
+    Returns:
+        ``max_v |D_v - grad · v| / |grad · v|``, with ``D_v = (4 D(h/2) - D(h)) / 3`` and
+        ``D(h) = (L(x + h v) - L(x - h v)) / 2h``.
+    """
+    spec, weights = problem.mlp
+    x = flatten(weights, problem.y0)
+    h = step * float(np.linalg.norm(x))
+    rng = np.random.default_rng([seed, 29])
+    worst = 0.0
+
+    def central(v: np.ndarray, d: float) -> float:
+        up = numpy_loss(problem, targets, x + d * v, rtol, atol)
+        down = numpy_loss(problem, targets, x - d * v, rtol, atol)
+        return (up - down) / (2.0 * d)
+
+    for _ in range(directions):
+        v = rng.standard_normal(x.size)
+        v /= np.linalg.norm(v)
+        fd = (4.0 * central(v, h / 2) - central(v, h)) / 3.0
+        exact = float(grad @ v)
+        worst = max(worst, abs(fd - exact) / abs(exact) if exact else abs(fd))
+    return worst
+
+
+def _pick(wanted: list[str]) -> list[tuple[str, str]]:
+    """The first two ``plugin:method`` of ``wanted`` that can backprop here.
+
+    Raises:
+        ValueError: for a malformed entry, or when fewer than two are available.
+    """
+    out = []
+    for item in wanted:
+        name, _, method = item.partition(":")
+        if not method:
+            raise ValueError(f"gradient.reference entry {item!r} must be plugin:method, e.g. torch_custom:dopri5")
+        try:
+            entry = registry.entry(name)
+        except registry.UnknownPluginError:
+            continue
+        if entry.available() is None and entry.load().unsupported_reason(method, "backprop") is None:
+            out.append((name, method))
+        if len(out) == 2:
+            return out
+    raise ValueError(f"the reference gradient needs two independent backprop computations; available of "
+                     f"{', '.join(wanted)}: {', '.join(f'{p}:{m}' for p, m in out) or 'none'}")
+
+
+def reference_gradient(problem: Problem, targets: np.ndarray, config: dict[str, Any], seed: int) -> GradReference:
+    """The reference gradient of ``problem``'s loss, from the cache or computed (see the module docstring).
+
+    Raises:
+        ValueError: when fewer than two reference plugins can backprop here.
+        odebench.SolveFailed: when a reference solve fails.
+    """
+    g, ref = config["gradient"], config["reference"]
+    pair = _pick(g["reference"])
+    what = {"format": FORMAT, "problem": problem.cache_params, "pair": pair, "rtol": g["rtol"], "atol": g["atol"],
+            "fd": [g["fd_directions"], g["fd_step"], ref["rtol"], ref["atol"]], "seed": seed}
+    key = cache_key(what, problem.ts, np.concatenate([problem.y0.ravel(), targets.ravel()]))
+    path = cache_dir() / f"wp-gradient-{problem.name}-{key[:24]}.npz"
+    cached = _read(path)
+    if cached is not None:
+        return cached
+    grads, losses = [], []
+    for name, method in pair:
+        kw = dict(method=method, grad_mode="backprop", rtol=g["rtol"], atol=g["atol"], max_steps=10**6)
+        driver = make_driver(registry.get_plugin(name), problem, kw, task="gradient", targets=targets,
+                             threads=config["measure"]["threads"])
+        loss, grad, _ = driver.flat_gradient(driver.gradient())
+        grads.append(grad)
+        losses.append(loss)
+    fd = fd_check(problem, targets, grads[0], directions=g["fd_directions"], step=g["fd_step"], rtol=ref["rtol"],
+                  atol=ref["atol"], seed=seed)
+    kind = (f"backprop through {pair[0][0]} {pair[0][1]} (checked against {pair[1][0]} {pair[1][1]}) at rtol "
+            f"{g['rtol']:g}; central differences along {g['fd_directions']} directions with scipy DOP853")
+    n_params = problem.mlp[0].n_params
+    out = GradReference(grads[0], losses[0], n_params, kind, relative_l2(grads[1], grads[0]), fd)
+    _write(path, out)
+    return out
+
+
+def _read(path) -> GradReference | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            return GradReference(np.array(data["grad"], np.float64), **meta)
+    except (OSError, KeyError, ValueError, TypeError, EOFError):
+        return None
+
+
+def _write(path, ref: GradReference) -> None:
+    """Atomically (a temporary file renamed), so a concurrent reader never sees half a file."""
+    meta = json.dumps({"loss": ref.loss, "n_params": ref.n_params, "kind": ref.kind, "xcheck": ref.xcheck,
+                       "fd": ref.fd})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, grad=ref.grad, meta=np.array(meta))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared cache from other users
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass  # a read-only cache only costs recomputation

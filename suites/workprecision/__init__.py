@@ -1,0 +1,1 @@
+"""Package marker: asv discovers asv_bench.py only in a package."""
