@@ -96,6 +96,9 @@ def _torch_field(problem: Problem) -> Any:
         class LinearField(torch.nn.Module):
             """``f(t, y) = y Aᵀ`` (the spiral's own ``rhs`` is numpy-only)."""
 
+            # It ignores t: a per-sample stepping plugin (torchode) may evaluate the batch in one call.
+            autonomous = True
+
             def __init__(self, a: np.ndarray):
                 super().__init__()
                 self.register_buffer("a_t", torch.as_tensor(a, dtype=torch.float64).T.contiguous())
@@ -104,7 +107,10 @@ def _torch_field(problem: Problem) -> Any:
                 return y @ self.a_t
 
         return LinearField(np.asarray(problem.base.A))
-    return problem.base.torch_field()
+    field = problem.base.torch_field()
+    # The built-in problems' fields are autonomous (none reads t): say so, as MLPField does.
+    field.autonomous = True
+    return field
 
 
 class TorchDriver(Driver):
