@@ -160,7 +160,7 @@ def test_a_damaged_run_is_not_resumed(tmp_path, finished_run, name, text, needle
     ("garbage\n", ["line 1 of", "is not JSON"]),
     ('{"case_id": "a/b", "stat', ["no record in", "(only a cut-off line)"]),
     ("[]\n[]\n", ["line 1 of", "is not a JSON object (a list)"]),
-    ('{"case_id": "a/b", "status": "ok", "workload": "nosuch"}\n', ["unknown workload 'nosuch'", "valid: memory, mnist, train"]),
+    ('{"case_id": "a/b", "status": "ok", "workload": "nosuch"}\n', ["unknown workload 'nosuch'", "valid: ", "memory, mnist, train"]),
 ])
 def test_report_of_damaged_records(tmp_path, finished_run, text, needles):
     run_dir = _copy_run(finished_run, tmp_path)
