@@ -89,7 +89,7 @@ def _jax_backward_nfe(plugin, grad_mode: str) -> tuple[int, int]:
     import jax
     import jax.numpy as jnp
 
-    from odebench_plugins.diffrax_solvers import counted
+    from odebench.backends.jax import counted
 
     before = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", True)
