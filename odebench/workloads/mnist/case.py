@@ -136,6 +136,47 @@ def _run(case, config, plugin) -> dict[str, Any]:
     out = _combine(runs)
     out.update(params=count_parameters(model), batches_per_epoch=batches_per_epoch,
                batch_size=train["batch_size"], train_images=n_train, test_images=len(data[3]))
+    if out["status"] == str(Status.OK) and config["swap"]["enabled"] and model.ode_block is not None:
+        out.update(solver_swap(model, data, case, config))
+        print(f"{label} solver swap to {out['swap_solver']}: test acc {out.get('swap_test_acc')} "
+              f"(change {out.get('swap_acc_delta')}) {out.get('swap_message', '')}", file=sys.stderr, flush=True)
+    return out
+
+
+def solver_swap(model, data, case: dict[str, Any], config: dict[str, Any], reference=None) -> dict[str, Any]:
+    """The solver-swap check of a trained model (:mod:`odebench.swap`), untimed, after training.
+
+    The trained model is evaluated on the test set twice, through the same code: with the solver it
+    was trained with, and with the reference solver (both in their own dtype), so the difference
+    is the swap's effect alone (exactly 0 when the two solvers are the same).
+
+    Arguments:
+        model: the trained model (with an ODE block).
+        data: ``(x_train, y_train, x_test, y_test)``.
+        case, config: the case's fields and the suite's settings.
+        reference: the :class:`odebench.swap.Solver` to swap in; None: the suite's ``[swap]`` reference.
+
+    Returns:
+        ``swap_solver``, ``swap_test_acc`` (test accuracy with the reference) and ``swap_acc_delta``
+        (that minus the accuracy with the trained solver, a fraction); on a failed evaluation they
+        are None and ``swap_message`` says why. Never raises.
+    """
+    from odebench.backends.torch import DTYPES
+    from odebench.swap import Solver, reference_solver, swapped_model
+
+    block = model.ode_block
+    trained = Solver(block.plugin, block.method, block.rtol, block.atol, block.step_size, config["measure"]["dtype"])
+    out: dict[str, Any] = {"swap_solver": "", "swap_test_acc": None, "swap_acc_delta": None}
+    x, y, batch = data[2], data[3], config["data"]["test_batch_size"]
+    try:
+        reference = reference or reference_solver(block.plugin, config["swap"], case["device"])
+        out["swap_solver"] = reference.label()
+        base, _ = evaluate(swapped_model(model, trained), x.to(DTYPES[trained.dtype]), y, batch)
+        acc, _ = evaluate(swapped_model(model, reference), x.to(DTYPES[reference.dtype]), y, batch)
+        out.update(swap_test_acc=acc, swap_acc_delta=acc - base)
+    except Exception as exc:  # noqa: BLE001 - a failed check is a note on a case that trained fine
+        failed = failure_fields(exc)
+        out["swap_message"] = f"{failed['status']}: {failed['message']}"
     return out
 
 
