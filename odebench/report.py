@@ -2,7 +2,8 @@
 
 Everything here is rendered from ``records.jsonl`` alone, so ``odebench report RUN_DIR``
 reproduces a report without re-running anything. The table's columns, the summary, the
-figures and any extra sections come from the run's workload (:mod:`odebench.workloads`).
+figures and any extra sections come from the run's workload (:mod:`odebench.workloads`); the
+Claims section is computed from the records by the suite's claim rules (:mod:`odebench.claims`).
 """
 
 from __future__ import annotations
@@ -86,12 +87,37 @@ def render(run_dir: str | Path) -> Path:
     skipped = not_run(df)
     if skipped:
         lines += ["### Not run", "", *skipped, ""]
-    lines += workload.sections_md(records, _suite_config(info))
+    config = _suite_config(info)
+    lines += claims_section(df, config, run_dir, info.get("profile", ""))
+    lines += workload.sections_md(records, config)
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def claims_section(df: pd.DataFrame, config: dict[str, Any], run_dir: Path, profile: str) -> list[str]:
+    """The report's Claims section, computed now from the run's table, and ``claims.json`` beside it.
+
+    Arguments:
+        df: the run's table.
+        config: the run's suite settings (empty when the suite file cannot be read).
+        run_dir: the run folder (its name is the run id the figures cite).
+        profile: the profile the run used.
+
+    Returns:
+        Markdown lines: nothing for a suite without claims, one line when the suite file is gone.
+    """
+    from odebench import claims
+
+    if not config:
+        return ["## Claims", "", "Not computed: the suite file named in run.json cannot be read, and the claims "
+                "live there.", ""]
+    results = claims.evaluate(config.get("claims", {}), df, run=run_dir.name, profile=profile)
+    if results:
+        (run_dir / "claims.json").write_text(json.dumps([r.to_dict() for r in results], indent=1, default=str))
+    return claims.markdown(results)
 
 
 def _threads(records: list[dict[str, Any]], env: dict[str, Any]) -> str:
@@ -110,11 +136,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _suite_config(info: dict[str, Any]) -> dict[str, Any]:
-    """The run's suite settings, re-read from its suite file when it is still there."""
+    """The run's suite settings (its profile and overrides), re-read from its suite file when it is still there."""
     from odebench.schema import SuiteError
     from odebench.suite import load_suite
 
     try:
-        return load_suite(info["suite_path"], info.get("profile")).config
+        path = Path(info["suite_path"])
+        if not path.is_absolute() and info.get("cwd"):  # relative to where `odebench run` ran
+            path = Path(info["cwd"]) / path
+        return load_suite(path, info.get("profile"), info.get("overrides") or None).config
     except (KeyError, TypeError, SuiteError):
         return {}
