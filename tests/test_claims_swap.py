@@ -83,11 +83,12 @@ def mnist_setup(kind: str):
     return model, (x, y, x, y), case, config
 
 
-def test_an_mnist_model_evaluated_with_its_own_solver_changes_by_exactly_zero():
+@pytest.mark.parametrize("kind", ["odenet", "review"])
+def test_an_mnist_model_evaluated_with_its_own_solver_changes_by_exactly_zero(kind):
     from odebench.swap import Solver
     from odebench.workloads.mnist.case import evaluate, solver_swap
 
-    model, data, case, config = mnist_setup("odenet")
+    model, data, case, config = mnist_setup(kind)
     b = model.ode_block
     own = Solver(b.plugin, b.method, b.rtol, b.atol, b.step_size, "float32")
     out = solver_swap(model, data, case, config, reference=own)

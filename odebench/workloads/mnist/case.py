@@ -57,10 +57,27 @@ def random_crop(x, generator, pad: int = 4):
 
 
 def lr_at(itr: int, train: dict[str, Any], batches_per_epoch: int) -> float:
-    """The example's piecewise-constant schedule at iteration ``itr``."""
-    base = train["lr"] * train["batch_size"] / LR_BATCH_DENOM
+    """The example's piecewise-constant schedule at iteration ``itr`` (the rate scaled by the batch
+    unless ``training.scale_lr`` is false)."""
+    base = train["lr"] * (train["batch_size"] / LR_BATCH_DENOM if train["scale_lr"] else 1.0)
     passed = sum(itr >= int(batches_per_epoch * e) for e in train["lr_decay_epochs"])
     return base * train["lr_decay"] ** passed
+
+
+def make_optimizer(model, train: dict[str, Any], lr: float):
+    """``training.optimizer`` over the model's parameters: SGD with ``training.momentum``
+    (torchdiffeq's example), or Adam with torch's defaults but the rate (the review's).
+
+    Raises:
+        ValueError: for an optimizer the schema does not list.
+    """
+    import torch
+
+    if train["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=train["momentum"])
+    if train["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    raise ValueError(f"unknown value {train['optimizer']!r} for training.optimizer; valid: sgd, adam")
 
 
 # --------------------------------------------------------------------------- one case
@@ -190,12 +207,11 @@ def _sync_fn(device):
 
 def _warm_up(model, data, config, device) -> None:
     """``measure.warmup`` untimed training steps on a throwaway copy of the model."""
-    import torch
     import torch.nn.functional as F
 
     x, y = data[0], data[1]
     b = config["training"]["batch_size"]
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=config["training"]["momentum"])
+    opt = make_optimizer(model, config["training"], 1e-3)
     for i in range(config["measure"]["warmup"]):
         lo = (i * b) % max(1, len(y) - b + 1)
         loss = F.cross_entropy(model(x[lo:lo + b]), y[lo:lo + b])
@@ -228,20 +244,27 @@ def evaluate(model, x, y, batch_size: int) -> tuple[float, float | None]:
 def instrumented(model, x, y) -> dict[str, Any]:
     """One untimed forward+backward on ``(x, y)`` through the torch backend's instrumented pass:
     NFE counted by a hook on the ODE function, VJPs through ``f``, the library's own count, and
-    the bytes autograd saves for backward. Parameters are not updated."""
+    the bytes autograd saves for backward. Neither the parameters nor the buffers change."""
     import torch.nn.functional as F
 
     from odebench.backends.torch import instrumented_pass
 
     block = model.ode_block
+    # A training-mode pass moves BatchNorm's running statistics (the review's model): kept as they
+    # were, so the probe does not change what the next test evaluation or the solver swap sees.
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
 
     def loss_fn():
         loss = F.cross_entropy(model(x), y)
         sol = block.last_solution if block is not None else None
         return loss, sol.stats if sol is not None else None
 
-    inst = instrumented_pass(loss_fn, block.odefunc if block is not None else None,
-                             [p for p in model.parameters() if p.requires_grad])
+    try:
+        inst = instrumented_pass(loss_fn, block.odefunc if block is not None else None,
+                                 [p for p in model.parameters() if p.requires_grad])
+    finally:
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
     solved = block is not None
     return {"loss": inst.loss, "saved_bytes": inst.saved_bytes, "nfe_fwd": inst.nfe_fwd,
             "nfe_bwd": inst.nfe_bwd, "n_vjp": inst.n_vjp, "nfe_native": inst.stats.nfe if solved else None,
@@ -272,7 +295,7 @@ def _train(model, data, case, config, device, batches_per_epoch: int, label: str
     block = model.ode_block
     sync = _sync_fn(device)
     cuda = device.type == "cuda"
-    opt = torch.optim.SGD(model.parameters(), lr=lr_at(0, train, batches_per_epoch), momentum=train["momentum"])
+    opt = make_optimizer(model, train, lr_at(0, train, batches_per_epoch))
     gen = torch.Generator().manual_seed(case["seed"])
     # Copies, not views: a view would make saved_tensor_bytes count the whole dataset's storage.
     probe = (x_train[:bs].clone(), y_train[:bs].clone())

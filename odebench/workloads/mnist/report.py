@@ -10,7 +10,7 @@ import pandas as pd
 
 from odebench.tables import fmt, groups
 
-MODEL_NAMES = {"odenet": "ODE-Net", "rknet": "RK-Net", "resnet": "ResNet"}
+MODEL_NAMES = {"odenet": "ODE-Net", "rknet": "RK-Net", "resnet": "ResNet", "review": "review ODE-Net"}
 
 SUMMARY_NOTE = (
     "Chen et al. 2018, Table 1, measured: one row per model × plugin × method × grad mode (median over "

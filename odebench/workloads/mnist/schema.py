@@ -8,9 +8,11 @@ from odebench import swap
 
 #: The models of Table 1 (kept in sync with ``odebench.backends.torch_convnets.MODEL_KINDS``,
 #: repeated here so loading a suite does not import torch).
-MODELS = ("odenet", "rknet", "resnet")
-OPTIMIZERS = ("sgd",)
-#: The learning rate is ``lr × batch_size / LR_BATCH_DENOM`` (torchdiffeq's example).
+MODELS = ("odenet", "rknet", "resnet", "review")
+#: sgd: with ``momentum`` (Chen et al.); adam: torch's defaults but the rate (the review).
+OPTIMIZERS = ("sgd", "adam")
+#: The learning rate is ``lr × batch_size / LR_BATCH_DENOM`` (torchdiffeq's example) unless
+#: ``training.scale_lr`` is false.
 LR_BATCH_DENOM = 128
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
@@ -20,6 +22,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "model": {"step_size": (float, "pos")},
     "training": {"optimizer": (str, OPTIMIZERS), "lr": (float, "pos"), "momentum": (float, "nonneg"),
                  "batch_size": (int, "pos"), "epochs": (int, "pos"), "lr_decay_epochs": ([float], "nonneg"),
+                 "scale_lr": (bool, None),
                  "lr_decay": (float, "pos"), "evals_per_epoch": (int, "pos"), "max_batches": (int, "nonneg")},
 } | swap.SECTION
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -28,7 +31,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
              "test_batch_size": 1000},
     "model": {"step_size": 0.1},
     "training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 128, "epochs": 160,
-                 "lr_decay_epochs": [60.0, 100.0, 140.0], "lr_decay": 0.1, "evals_per_epoch": 1,
+                 "lr_decay_epochs": [60.0, 100.0, 140.0], "lr_decay": 0.1, "evals_per_epoch": 1, "scale_lr": True,
                  "max_batches": 0},
 } | swap.defaults(rtol=1e-6, atol=1e-6)  # 1000x tighter than ODE-Net's 1e-3; a conv net's test pass
 REQUIRED = ("training",)
