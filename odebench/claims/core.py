@@ -288,7 +288,10 @@ def evaluate(claims: dict[str, dict[str, Any]], df: pd.DataFrame, *, run: str, p
 
 # --------------------------------------------------------------------------- helpers for rules
 def _g(x: Any, spec: str = ".3g") -> str:
-    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+    """``format(x, spec)`` (no negative zero), or an en dash for a missing or non-finite value."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return format(x + 0.0 if isinstance(x, float) else x, spec)
 
 
 def groups(rows: pd.DataFrame, keys: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:

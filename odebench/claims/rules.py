@@ -220,8 +220,9 @@ def solver_swap(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
             delta, after = median(g, "swap_acc_delta"), median(g, "swap_test_acc")
             if not np.isfinite([delta, after]).all():
                 continue
-            loss = -100 * delta
-            detail, shown = f"test accuracy {100 * (after - delta):.2f} % → {100 * after:.2f} %", f"{-loss:+.2f} pp"
+            loss = -100 * delta + 0.0  # + 0.0: no negative zero
+            detail = f"test accuracy {100 * (after - delta):.2f} % → {100 * after:.2f} %"
+            shown = f"accuracy {100 * delta:+.2f} pp"
             figures.append(Figure(f"{label}: test-accuracy drop on the swap (pp)", loss, detail, case_ids(g)))
         solver = next((s for s in g.get("swap_solver", pd.Series(dtype=object)) if isinstance(s, str) and s), "?")
         held = loss > p["min_change"]
