@@ -186,8 +186,18 @@ def swapped_model(model: Any, solver: Solver) -> Any:
 
 def trained_solver(plugin: SolverPlugin, case: dict[str, Any], dtype: str, *, step_size: float | None = None,
                    rtol: float = 1e-7, atol: float = 1e-9) -> Solver:
-    """The solver a case trained with: its plugin and method, its tolerances (else the given
-    defaults, which the trainers also use), its step, the suite's dtype."""
+    """The solver a case trained with.
+
+    Arguments:
+        plugin: the case's plugin.
+        case: the case's fields (``method``, ``rtol``, ``atol``; fixed-step cases have no tolerances).
+        dtype: the suite's ``measure.dtype``.
+        step_size: the fixed step (None: on the output grid).
+        rtol, atol: the tolerances the trainers pass when the case has none.
+
+    Returns:
+        A :class:`Solver`.
+    """
     return Solver(plugin, case["method"], case["rtol"] if case.get("rtol") is not None else rtol,
                   case["atol"] if case.get("atol") is not None else atol, step_size, dtype)
 

@@ -5,6 +5,7 @@ See :mod:`odebench.claims` for what a claim is; the built-in rules are in :mod:`
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from odebench.records import CASE_COLUMNS, OUTCOME_COLUMNS
-from odebench.schema import SuiteError, check_value, choices
+from odebench.schema import NAME_RULE, SuiteError, check_value, choices
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured in this run"
 VERDICTS = (HOLDS, FAILS, NOT_MEASURED)
@@ -84,7 +85,7 @@ class Rule:
         name: the value of a claim's ``rule``.
         fn: ``fn(rows, params) -> Outcome``, pure: ``rows`` are the run's ok rows that pass
             the claim's ``at_least`` / ``only``; ``params`` are complete (defaults filled in).
-        summary: one line, from the first line of ``fn``'s docstring.
+        summary: what it decides: the first paragraph of ``fn``'s docstring.
         workloads: the workloads whose records carry the columns it reads.
         params: parameter → field spec (:mod:`odebench.schema`); ``(dict, None)`` means a
             table of name → number.
@@ -115,7 +116,7 @@ def rule(name: str, *, workloads: tuple[str, ...], params: dict[str, tuple[Any, 
         extra = set(defaults or {}) - set(params)
         if extra:
             raise ValueError(f"claim rule {name!r} has defaults for unknown parameters: {', '.join(sorted(extra))}")
-        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        summary = " ".join(inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0].split())  # the first paragraph
         RULES[name] = Rule(name, fn, summary, workloads, params, dict(defaults or {}))
         return fn
     return register
@@ -141,8 +142,6 @@ def validate(claims: Any, workload: Any, where: str) -> dict[str, dict[str, Any]
     Raises:
         SuiteError: one line naming the bad claim, key or value and the valid choices.
     """
-    from odebench.schema import NAME_RULE
-
     if not isinstance(claims, dict):
         raise SuiteError(f"[claims] in {where} must be a table of claim tables, got {claims!r}")
     columns = record_columns(workload)
@@ -166,10 +165,9 @@ def validate(claims: Any, workload: Any, where: str) -> dict[str, dict[str, Any]
         if workload.name not in r.workloads:
             raise SuiteError(f"claims.{cid}.rule {name!r} reads {'/'.join(r.workloads)} records, not "
                              f"{workload.name}'s; valid: {choices(n for n, x in RULES.items() if workload.name in x.workloads)}")
-        for key in ("figures",):
-            for col in body[key]:
-                if col not in columns:
-                    raise SuiteError(f"unknown column {col!r} in claims.{cid}.{key}; valid: {choices(columns)}")
+        for col in body["figures"]:
+            if col not in columns:
+                raise SuiteError(f"unknown column {col!r} in claims.{cid}.figures; valid: {choices(columns)}")
         for key in ("at_least", "only"):
             for col, value in body.get(key, {}).items():
                 if col not in columns:
@@ -347,9 +345,10 @@ def markdown(results: list[ClaimResult]) -> list[str]:
     out.append("")
     for r in results:
         params = ", ".join(f"{k} = {_value(v)}" for k, v in r.params.items())
+        rule_ = RULES.get(r.rule)
         out += [f"### {r.id}: {r.verdict}", "", f"> {r.claim} ({r.source})", "",
-                f"Rule `{r.rule}` ({params})" + (f"; measured by profile `{r.profile}`" if r.profile else "")
-                + f". Why: {r.why}.", ""]
+                f"Rule `{r.rule}` ({params})" + (f": {rule_.summary}" if rule_ and rule_.summary else "")
+                + (f" Measured by profile `{r.profile}`." if r.profile else ""), "", f"Why: {r.why}.", ""]
         if r.note:
             out += [r.note, ""]
         if r.figures:

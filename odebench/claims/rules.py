@@ -25,7 +25,15 @@ _GROUP = ["model", "plugin", "method", "grad_mode", "device"]
       defaults={"slow": "dopri5", "fast": "rk4", "min_time_ratio": 2.0, "max_error_gain": 0.1})
 def cost_vs_gain(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     """The slow method trains more than min_time_ratio × as long as the fast one for at most a max_error_gain
-    relative decrease in final MSE, per plugin × grad mode × device (medians over seeds)."""
+    relative decrease in final MSE, per plugin × grad mode × device (medians over seeds).
+
+    Arguments:
+        rows: the run's ok train rows that pass the claim's filters.
+        p: ``slow`` and ``fast`` (methods), ``min_time_ratio``, ``max_error_gain`` (a fraction).
+
+    Returns:
+        The verdict, with per group the training-time ratio and the relative MSE decrease.
+    """
     checks, figures = [], []
     for label, g in groups(rows, ["plugin", "grad_mode", "device"]):
         slow, fast = g[g["method"] == p["slow"]], g[g["method"] == p["fast"]]
@@ -52,7 +60,15 @@ def cost_vs_gain(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
       defaults={"tolerance_pct": 0.0, "paper_min_per_epoch": 0.0})
 def accuracy_reached(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     """Final test accuracy at least accuracy_pct − tolerance_pct in every group; time per epoch is reported
-    beside the paper's, never judged (it depends on the machine)."""
+    beside the paper's, never judged (it depends on the machine).
+
+    Arguments:
+        rows: the run's ok mnist rows that pass the claim's filters (its ``only`` names the model).
+        p: ``accuracy_pct``, ``tolerance_pct`` (percentage points), ``paper_min_per_epoch`` (0: none).
+
+    Returns:
+        The verdict, with per group the test accuracy and the training minutes per epoch.
+    """
     checks, figures = [], []
     floor = p["accuracy_pct"] - p["tolerance_pct"]
     for label, g in groups(rows, _GROUP):
@@ -73,7 +89,16 @@ def accuracy_reached(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
       defaults={"constant": ["adjoint"], "growing": ["backprop"]})
 def memory_class(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     """The constant grad modes' peak memory stays O(1) in the number of steps and the growing ones' grows
-    O(n), by the memory workload's fits and class checks, per plugin × method × block × device."""
+    O(n), by the memory workload's fits and class checks, per plugin × method × block × device.
+
+    Arguments:
+        rows: the run's ok memory rows that pass the claim's filters.
+        p: ``constant`` and ``growing``: grad modes.
+
+    Returns:
+        The verdict (not measured without a constant grad mode at two depths or more), with per
+        group the log-log exponent and the slope of peak memory against the number of steps.
+    """
     from odebench.workloads.memory.analysis import verdicts
 
     checks, figures = [], []
@@ -104,7 +129,15 @@ def memory_class(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
               "high": (float, "pos")},
       defaults={"methods": ["dopri5"], "grad_modes": ["adjoint"], "low": 0.25, "high": 0.75})
 def nfe_ratio(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
-    """NFE-B / NFE-F (medians over seeds) lies in [low, high] in every group of the listed methods and grad modes."""
+    """NFE-B / NFE-F (medians over seeds) lies in [low, high] in every group of the listed methods and grad modes.
+
+    Arguments:
+        rows: the run's ok train or mnist rows that pass the claim's filters.
+        p: ``methods``, ``grad_modes``, ``low``, ``high``.
+
+    Returns:
+        The verdict, with the ratio per group.
+    """
     checks, figures = [], []
     chosen = rows[rows["method"].isin(p["methods"]) & rows["grad_mode"].isin(p["grad_modes"])]
     for label, g in groups(chosen, _GROUP):
@@ -127,7 +160,15 @@ def _per_model(rows: pd.DataFrame, expected: dict[str, float]) -> tuple[list[str
 @rule("parameter_count", workloads=("mnist",),
       params={"expected": (dict, "pos"), "rel_tolerance": (float, "nonneg")}, defaults={"rel_tolerance": 0.1})
 def parameter_count(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
-    """Each model's trainable parameters (millions) within rel_tolerance of the expected count."""
+    """Each model's trainable parameters (millions) within rel_tolerance of the expected count.
+
+    Arguments:
+        rows: the run's ok mnist rows that pass the claim's filters.
+        p: ``expected`` (model → millions), ``rel_tolerance`` (a fraction).
+
+    Returns:
+        The verdict over the models the run has (the others named), with each model's count.
+    """
     missing, have = _per_model(rows, p["expected"])
     checks, figures = [], []
     for model, g in have.items():
@@ -146,7 +187,15 @@ def parameter_count(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
 @rule("test_error", workloads=("mnist",),
       params={"expected": (dict, "nonneg"), "tolerance_pct": (float, "nonneg")}, defaults={"tolerance_pct": 0.1})
 def test_error(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
-    """Each model's final test error (%) at most the expected error + tolerance_pct, in every group."""
+    """Each model's final test error (%) at most the expected error + tolerance_pct, in every group.
+
+    Arguments:
+        rows: the run's ok mnist rows that pass the claim's filters.
+        p: ``expected`` (model → test error %), ``tolerance_pct`` (percentage points).
+
+    Returns:
+        The verdict over the models the run has (the others named), with each group's error.
+    """
     missing, have = _per_model(rows, p["expected"])
     checks, figures = [], []
     for model, rows_m in have.items():
@@ -168,7 +217,16 @@ def test_error(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
       defaults={"plain": "adjoint", "seminorm": "adjoint-seminorm", "min_reduction": 0.4})
 def seminorm_saving(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     """The seminorm adjoint's backward NFE is at least min_reduction lower than the plain adjoint's (median
-    over seeds of the per-seed ratio), per plugin × adaptive method × tolerance × device."""
+    over seeds of the per-seed ratio), per plugin × adaptive method × tolerance × device.
+
+    Arguments:
+        rows: the run's ok train rows that pass the claim's filters.
+        p: ``plain`` and ``seminorm`` (grad modes), ``min_reduction`` (a fraction).
+
+    Returns:
+        The verdict, with the reduction per group; without seminorm rows, not measured, with the
+        plain adjoint's NFE-B as the figures (what such a run gives).
+    """
     checks, figures, plain_only = [], [], []
     adaptive = rows[rows["method"].isin(ADAPTIVE_METHODS)]  # a fixed-step solve has no error norm to change
     for label, g in groups(adaptive, ["plugin", "method", "rtol", "device"]):
@@ -203,7 +261,16 @@ def seminorm_saving(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
 def solver_swap(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     """A model trained with one of the methods loses accuracy when evaluated with the reference solver (the
     solver-swap check): its final MSE rises by more than min_change (relative), or its test accuracy falls by
-    more than min_change percentage points, in every group."""
+    more than min_change percentage points, in every group.
+
+    Arguments:
+        rows: the run's ok train rows (``swap_mse_delta``) or mnist rows (``swap_acc_delta``) that
+            pass the claim's filters.
+        p: ``methods`` (the training methods judged), ``min_change``.
+
+    Returns:
+        The verdict, with the relative MSE increase or the accuracy drop (pp) per group.
+    """
     checks, figures = [], []
     mse = "swap_mse_delta" in rows
     chosen = rows[rows["method"].isin(p["methods"])]

@@ -59,7 +59,7 @@ def random_crop(x, generator, pad: int = 4):
 def lr_at(itr: int, train: dict[str, Any], batches_per_epoch: int) -> float:
     """The example's piecewise-constant schedule at iteration ``itr`` (the rate scaled by the batch
     unless ``training.scale_lr`` is false)."""
-    base = train["lr"] * (train["batch_size"] / LR_BATCH_DENOM if train["scale_lr"] else 1.0)
+    base = train["lr"] * (train["batch_size"] / LR_BATCH_DENOM if train.get("scale_lr", True) else 1.0)
     passed = sum(itr >= int(batches_per_epoch * e) for e in train["lr_decay_epochs"])
     return base * train["lr_decay"] ** passed
 
