@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from odebench import registry
+from odebench.caseproc import log_name, run_case_process
 from odebench.protocol import Status
 from odebench.records import RECORDS, RUN_INFO, append_record, read_records, repair_records
 from odebench.suite import Case, Suite
-from odebench.worker import PARENT_ENV
 
 
 class RunError(ValueError):
@@ -103,46 +99,9 @@ def _plugin_meta(name: str) -> dict[str, Any]:
     return {"framework": cls.framework, "plugin_version": cls.version()}
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
-
-
 def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: float) -> dict[str, Any]:
     log_dir.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="odebench-") as tmp:
-        job, out = Path(tmp) / "job.json", Path(tmp) / "record.json"
-        job.write_text(json.dumps({"case": case.to_dict(), "config": config}))
-        log = log_dir / f"{_safe(case.id)}.log"
-        with open(log, "w") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job), str(out)],
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=os.environ | {PARENT_ENV: str(os.getpid())})
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _stop_worker(proc)
-                return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
-            except BaseException:
-                # Ctrl-C or SIGTERM of the runner: the worker, in its own session, got neither.
-                _stop_worker(proc)
-                raise
-        if out.exists():
-            return json.loads(out.read_text())
-        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-        if code == -signal.SIGKILL:
-            # Killed by someone else than us: on Linux that is almost always the OOM killer.
-            return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
-        return {"status": str(Status.ERROR),
-                "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
-
-
-def _stop_worker(proc: subprocess.Popen) -> None:
-    """Kill a worker's process group (the worker and anything it started) and reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # already gone
-    proc.wait()
+    return run_case_process({"case": case.to_dict(), "config": config}, log_dir / log_name(case.id), timeout)
 
 
 def _run_inline(case: Case, config: dict[str, Any]) -> dict[str, Any]:
