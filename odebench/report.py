@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from odebench.records import NOT_RUN, not_run, read_records
+from odebench.records import NOT_RUN, in_case_order, not_run, read_records
 from odebench.records import to_frame as records_frame
 from odebench.registry import get_workload
 from odebench.tables import UNSTABLE, UNSTABLE_NOTE, clip  # noqa: F401 - clip is part of the report API
@@ -61,6 +61,9 @@ def render(run_dir: str | Path) -> Path:
     records = read_records(run_dir)
     if not records:
         raise FileNotFoundError(f"no records in {run_dir / 'records.jsonl'}")
+    info = _read_json(run_dir / "run.json")
+    # A run on several workers appends records as cases finish: the tables follow the run's case order.
+    records = in_case_order(records, info.get("cases") or [])
     workload = workload_of(records)
     df = to_frame(records)
     df.to_csv(run_dir / "results.csv", index=False)
@@ -69,7 +72,6 @@ def render(run_dir: str | Path) -> Path:
     except ImportError:
         pass  # parquet needs pyarrow, an optional extra
     figures = workload.figures(records, run_dir / "figures")
-    info = _read_json(run_dir / "run.json")
     env = _read_json(run_dir / "env.json")
     libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v)
     table = summary_markdown(df)
@@ -79,8 +81,11 @@ def render(run_dir: str | Path) -> Path:
              f"{_threads(records, env)}; "
              f"python {env.get('python', '?')}; {libs}",
              f"- commit: `{env.get('git_commit') or 'unknown'}`; command: `{env.get('command', '')}`",
-             f"- wall time of all cases: {sum(r.get('case_wall_s') or 0 for r in records):.1f} s", "",
-             "## Summary", "", workload.summary_note, "", table, ""]
+             f"- wall time of all cases: {sum(r.get('case_wall_s') or 0 for r in records):.1f} s",
+             *executor_lines(records, env), "",
+             "## Summary", "", workload.summary_note, ""]
+    note = concurrency_note(records)
+    lines += [note, "", table, ""] if note else [table, ""]
     if UNSTABLE in table:
         lines += [UNSTABLE_NOTE, ""]
     skipped = not_run(df)
@@ -92,6 +97,41 @@ def render(run_dir: str | Path) -> Path:
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def concurrency_note(records: list[dict[str, Any]]) -> str | None:
+    """The warning above a table whose cases shared a host with other cases, or None.
+
+    A Dask run (``odebench run --jobs N`` / ``--dask``) records, per case, the most cases that ran
+    on its host at once (``concurrent_cases``); a serial run records nothing and gets no note.
+    """
+    shared = [r for r in records if isinstance(r.get("concurrent_cases"), int) and r["concurrent_cases"] > 1]
+    if not shared:
+        return None
+    ran = [r for r in records if r.get("concurrent_cases") is not None]
+    most = max(r["concurrent_cases"] for r in shared)
+    return (f"**{len(shared)} of {len(ran)} cases ran while other cases ran on the same host (up to {most} at "
+            "once): their times and measured memory are not comparable with an exclusive run.** NFE, steps, "
+            "errors and saved bytes are unaffected. For a timing table, run without --jobs, or on workers that "
+            "run one case per host.")
+
+
+def executor_lines(records: list[dict[str, Any]], env: dict[str, Any]) -> list[str]:
+    """Report bullets: where the cases ran (a Dask run), and libraries the machines disagree on."""
+    executor = env.get("executor") or {}
+    if executor.get("kind") != "dask":
+        return []
+    hosts: dict[str, int] = {}
+    for r in records:
+        if r.get("worker_host"):
+            hosts[r["worker_host"]] = hosts.get(r["worker_host"], 0) + 1
+    where = "a local cluster" if executor.get("cluster") == "local" else f"the scheduler at {executor.get('scheduler', '?')}"
+    on = ", ".join(f"{h} ({n} cases)" for h, n in hosts.items()) or "no host recorded"
+    lines = [f"- executor: Dask, {where}, {len(env.get('workers', {}))} workers; cases ran on {on}"]
+    for lib, versions in (env.get("library_disagreements") or {}).items():
+        which = "; ".join(f"{v} on {', '.join(machines)}" for v, machines in versions.items())
+        lines.append(f"- **the driver and workers disagree on {lib}**: {which} (see env.json)")
+    return lines
 
 
 def _threads(records: list[dict[str, Any]], env: dict[str, Any]) -> str:
