@@ -52,6 +52,9 @@ LOG_LIMIT = 1_000_000
 #: Seconds to wait for a scheduler given by ``--dask`` before giving up.
 CONNECT_TIMEOUT_S = 5.0
 
+#: Dask's loggers that write to stderr (each has a handler of its own and does not propagate).
+DASK_LOGGERS = ("distributed", "distributed.client")
+
 
 class ExecutorError(RuntimeError):
     """A cluster cannot be started or reached, or was lost mid-run (message is one line)."""
@@ -94,6 +97,12 @@ class DaskExecutor:
         self.workers: dict[str, dict[str, Any]] = {}
         self._env_path: Path | None = None
         self._log_handler: logging.Handler | None = None
+        # Dask logs to stderr (a lost scheduler: pages of tracebacks); a run's console is odebench's
+        # one line per case, so Dask's lines go to logs/dask.log instead (see record_environment).
+        self._muted = [(h, h.level) for name in DASK_LOGGERS for h in logging.getLogger(name).handlers
+                       if type(h) is logging.StreamHandler]
+        for handler, _ in self._muted:
+            handler.setLevel(logging.CRITICAL + 1)
 
     @classmethod
     def local(cls, jobs: int) -> DaskExecutor:
@@ -165,7 +174,8 @@ class DaskExecutor:
         logs.mkdir(exist_ok=True)
         self._log_handler = logging.FileHandler(logs / "dask.log")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logging.getLogger("distributed").addHandler(self._log_handler)
+        for name in DASK_LOGGERS:
+            logging.getLogger(name).addHandler(self._log_handler)
 
     def _write_env(self) -> None:
         if self._env_path is None:
@@ -246,9 +256,9 @@ class DaskExecutor:
                 self.workers[result["worker"]] = env
                 self._write_env()
             return result
-        if future.status == "cancelled":
-            raise ExecutorError(f"the Dask scheduler at {self.info['scheduler']} dropped a case (lost, or "
-                                "restarted)")
+        if future.status != "error":  # cancelled or lost: not by us, so the scheduler went away
+            raise ExecutorError(f"the Dask scheduler at {self.info['scheduler']} dropped a case ({future.status}): "
+                                "lost or restarted (see logs/dask.log)")
         exc = future.exception()
         if isinstance(exc, KilledWorker):
             tries = exc.allowed_failures + 1
@@ -259,13 +269,19 @@ class DaskExecutor:
 
     def close(self) -> None:
         """Disconnect, and stop the local cluster with its workers (and so their cases)."""
-        if self._log_handler is not None:
-            logging.getLogger("distributed").removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            if self._log_handler is not None:
+                for name in DASK_LOGGERS:
+                    logging.getLogger(name).removeHandler(self._log_handler)
+                self._log_handler.close()
+                self._log_handler = None
+            for handler, level in self._muted:
+                handler.setLevel(level)
+            self._muted = []
 
     def __enter__(self) -> DaskExecutor:
         return self
