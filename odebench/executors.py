@@ -114,13 +114,18 @@ class DaskExecutor:
         distributed = _import_distributed()
         import dask
 
+        cluster = None
         try:
-            # The scheduler runs in this process and reads its settings when it starts.
+            # The scheduler runs in this process and reads its settings when it starts. The workers'
+            # warnings (a cancelled case, a restart) would interleave with odebench's lines: errors only.
             with dask.config.set(SCHEDULER_CONFIG):
                 cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                                                   host="127.0.0.1", dashboard_address=None,
+                                                   silence_logs=logging.ERROR)
             client = distributed.Client(cluster)
         except Exception as exc:  # noqa: BLE001 - any failure to start is one line for the user
+            if cluster is not None:
+                cluster.close()
             raise ExecutorError(f"--jobs {jobs}: the local Dask cluster did not start: "
                                 f"{_one_line(exc)}") from None
         return cls(client, cluster, {"cluster": "local", "jobs": jobs})
@@ -158,8 +163,9 @@ class DaskExecutor:
 
         Workers that run a case later (a cluster that grows) are added as their first case
         returns. Where the driver and the workers disagree on a library's version,
-        ``library_disagreements`` says which has which. The scheduler's and workers' log lines
-        go to ``logs/dask.log`` beside it.
+        ``library_disagreements`` says which has which. Dask's log lines in this process (its
+        client; for a local cluster also its scheduler and the workers' nannies) go to
+        ``logs/dask.log`` beside it.
 
         Arguments:
             env_path: the run's ``env.json`` (created when missing).
