@@ -102,21 +102,17 @@ def _no_stray_cases(tmp_path):
         os.kill(pid, signal.SIGKILL)
 
 
-def test_two_local_workers_give_the_serial_records(tmp_path):
+def test_two_local_workers_give_the_serial_records(tmp_path, monkeypatch):
     folder = _suite(tmp_path)
     suite = load_suite(folder)
     serial_dir = runner.new_run_dir(tmp_path / "serial", suite.name)
     serial = runner.run(suite, suite.cases(), serial_dir, runner.RunSpec(str(folder), suite.profile), progress=False)
 
     run_dir = runner.new_run_dir(tmp_path / "dask", suite.name)
-    os.environ["TMPDIR"] = str(tmp_path / "tmp")  # the workers' host markers: this test's alone
-    (tmp_path / "tmp").mkdir()
-    try:
-        with DaskExecutor.local(2) as executor:
-            runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile), progress=False,
-                       executor=executor)
-    finally:
-        del os.environ["TMPDIR"]
+    monkeypatch.setenv("TMPDIR", str(_env(tmp_path)["TMPDIR"]))  # the workers' (spawned) host markers: ours
+    with DaskExecutor.local(2) as executor:
+        runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile), progress=False,
+                   executor=executor)
     report.render(run_dir)
     parallel = _records(run_dir)
     assert [r["status"] for r in serial] == ["ok"] * 2, serial
