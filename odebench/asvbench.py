@@ -49,7 +49,8 @@ from odebench.suite import pick_profile
 SCHEMA = 1
 #: settings that do not change any figure (left out of the version hash).
 _NEUTRAL = {"suite": ("description", "reference", "default_profile"), "measure": ("timeout_s", "isolation"),
-            "matrix": None, "paper": None}
+            "matrix": None, "paper": None, "claims": None,
+            "swap": None}  # the solver-swap check runs after the tracked figures are measured
 
 
 def settings_hash(config: dict[str, Any]) -> str:

@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="results root (default: results)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
     run.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="run N cases at once on this machine, on a local Dask cluster of N single-threaded "
+                            "worker processes (needs the dask extra); default 1: one after the other, without "
+                            "Dask. Timings of cases that shared a machine are marked in the report")
+    where.add_argument("--dask", metavar="ADDRESS",
+                       help="run the cases on the Dask scheduler at ADDRESS (tcp://host:8786, or a scheduler "
+                            "file); `odebench cluster slurm` starts one with workers on Slurm")
 
     ls = sub.add_parser("list", help="list plugins (availability, methods, grad modes) and suites")
     ls.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
@@ -76,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print the environment that env.json records")
     env.add_argument("--no-devices", action="store_true", help="do not import torch/jax to probe devices")
+
+    cluster = sub.add_parser("cluster", help="start Dask workers for `odebench run --dask`")
+    kinds = cluster.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    from odebench.slurm import add_arguments as _slurm_arguments
+
+    _slurm_arguments(kinds.add_parser("slurm", help="a Dask scheduler here, and workers as Slurm jobs "
+                                      "(dask-jobqueue's SLURMCluster; needs the slurm extra); runs until Ctrl-C"))
 
     from odebench.regress import add_arguments as _regress_arguments
 
@@ -199,23 +214,57 @@ def cmd_run(args) -> int:
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,
                  "seed": args.seed, "device": args.device},
         overrides=overrides_from(args))
-    run_dir = Path(args.resume) if args.resume else _new_run_dir(args.results, suite.name)
-    unavailable = sorted({c.plugin for c in cases if registry.entry(c.plugin).available()})
-    if not args.no_progress:
-        print(f"odebench: {suite.name} ({suite.profile}): {len(cases)} cases → {run_dir}", file=sys.stderr)
-        for name in unavailable:
-            print(f"odebench: plugin {name!r} {registry.entry(name).available()}", file=sys.stderr)
-    with _writer(run_dir):
-        records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
-                             progress=not args.no_progress, argv=sys.argv)
-        path = report.render(run_dir)
+    # The cluster is reached (or started) before the run folder exists: a scheduler that does not
+    # answer leaves nothing behind.
+    executor = _executor(args)
+    try:
+        run_dir = Path(args.resume) if args.resume else _new_run_dir(args.results, suite.name)
+        unavailable = sorted({c.plugin for c in cases if registry.entry(c.plugin).available()})
+        if not args.no_progress:
+            print(f"odebench: {suite.name} ({suite.profile}): {len(cases)} cases → {run_dir}", file=sys.stderr)
+            if executor is not None:
+                print(f"odebench: cases run on {executor.describe()}", file=sys.stderr)
+            for name in unavailable:
+                print(f"odebench: plugin {name!r} {registry.entry(name).available()}", file=sys.stderr)
+        with _writer(run_dir):
+            records = runner.run(suite, cases, run_dir, spec, resume=bool(args.resume),
+                                 progress=not args.no_progress, argv=sys.argv, executor=executor)
+            path = report.render(run_dir)
+    finally:
+        if executor is not None:
+            executor.close()
     df = report.to_frame(records)
+    note = report.concurrency_note(records)
+    if note:
+        print(note + "\n")
     print(report.summary_markdown(df))
     skipped = report.not_run(df)
     if skipped:
         print("\nNot run:\n" + "\n".join(skipped))
     print(f"\nreport: {path}")
     return 0
+
+
+def _executor(args):
+    """The Dask executor ``--jobs N`` (N > 1) or ``--dask ADDRESS`` asks for, started or connected;
+    None for a serial run (Dask is then never imported).
+
+    Raises:
+        UsageError: for ``--jobs`` below 1, Dask not installed, a cluster that does not start, or a
+            scheduler that does not answer within a few seconds.
+    """
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.dask is None and args.jobs == 1:
+        return None
+    from odebench import executors
+
+    try:
+        if args.dask is not None:
+            return executors.DaskExecutor.connect(args.dask)
+        return executors.DaskExecutor.local(args.jobs)
+    except executors.ExecutorError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _resume_info(args) -> dict:
@@ -282,9 +331,11 @@ def _writer(run_dir: Path):
 
     Raises:
         UsageError: when another process is writing the run folder.
-        Stopped: on SIGINT (exit 130) or SIGTERM (exit 143), once the case's worker is stopped.
+        Stopped: on SIGINT (exit 130) or SIGTERM (exit 143), once the case's worker is stopped; when the
+            Dask scheduler is lost mid-run (exit 1).
     """
     from odebench import rundir
+    from odebench.executors import ExecutorError  # no Dask import: only the error class
     from odebench.stopping import Terminated, exit_code
 
     try:
@@ -292,6 +343,8 @@ def _writer(run_dir: Path):
             yield
     except rundir.RunDirError as exc:
         raise UsageError(str(exc)) from None
+    except ExecutorError as exc:
+        raise Stopped(1, f"{exc}: finished cases are kept; continue with: odebench run --resume {run_dir}") from None
     except (KeyboardInterrupt, Terminated) as exc:
         raise Stopped(exit_code(exc), f"interrupted ({'SIGINT' if isinstance(exc, KeyboardInterrupt) else exc}): "
                                       f"finished cases are kept; continue with: odebench run --resume {run_dir}") from None
@@ -383,6 +436,15 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_cluster(args) -> int:
+    from odebench import slurm
+
+    try:
+        return slurm.main(args)
+    except slurm.ClusterError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_regress(args) -> int:
     from odebench import regress
 
@@ -393,7 +455,7 @@ def cmd_regress(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "env": cmd_env, "data": cmd_data,
-            "regress": cmd_regress}
+            "regress": cmd_regress, "cluster": cmd_cluster}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,15 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def in_case_order(records: list[dict[str, Any]], case_ids: list[str]) -> list[dict[str, Any]]:
+    """``records`` sorted by their case's place in ``case_ids`` (a run's ``cases``); others last, as they were.
+
+    Cases run on several workers finish, and are appended, in any order.
+    """
+    place = {case_id: i for i, case_id in enumerate(case_ids)}
+    return sorted(records, key=lambda r: place.get(r.get("case_id"), len(place)))
+
+
 def repair_records(path: Path) -> None:
     """Drop a trailing partial line so appends start on a fresh line."""
     if not path.exists():

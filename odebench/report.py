@@ -2,7 +2,8 @@
 
 Everything here is rendered from ``records.jsonl`` alone, so ``odebench report RUN_DIR``
 reproduces a report without re-running anything. The table's columns, the summary, the
-figures and any extra sections come from the run's workload (:mod:`odebench.workloads`).
+figures and any extra sections come from the run's workload (:mod:`odebench.workloads`); the
+Claims section is computed from the records by the suite's claim rules (:mod:`odebench.claims`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from odebench.records import NOT_RUN, not_run, read_records
+from odebench.records import NOT_RUN, in_case_order, not_run, read_records
 from odebench.records import to_frame as records_frame
 from odebench.registry import get_workload
 from odebench.tables import UNSTABLE, UNSTABLE_NOTE, clip  # noqa: F401 - clip is part of the report API
@@ -61,6 +62,9 @@ def render(run_dir: str | Path) -> Path:
     records = read_records(run_dir)
     if not records:
         raise FileNotFoundError(f"no records in {run_dir / 'records.jsonl'}")
+    info = _read_json(run_dir / "run.json")
+    # A run on several workers appends records as cases finish: the tables follow the run's case order.
+    records = in_case_order(records, info.get("cases") or [])
     workload = workload_of(records)
     df = to_frame(records)
     df.to_csv(run_dir / "results.csv", index=False)
@@ -69,7 +73,6 @@ def render(run_dir: str | Path) -> Path:
     except ImportError:
         pass  # parquet needs pyarrow, an optional extra
     figures = workload.figures(records, run_dir / "figures")
-    info = _read_json(run_dir / "run.json")
     env = _read_json(run_dir / "env.json")
     libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v)
     table = summary_markdown(df)
@@ -79,19 +82,82 @@ def render(run_dir: str | Path) -> Path:
              f"{_threads(records, env)}; "
              f"python {env.get('python', '?')}; {libs}",
              f"- commit: `{env.get('git_commit') or 'unknown'}`; command: `{env.get('command', '')}`",
-             f"- wall time of all cases: {sum(r.get('case_wall_s') or 0 for r in records):.1f} s", "",
-             "## Summary", "", workload.summary_note, "", table, ""]
+             f"- wall time of all cases: {sum(r.get('case_wall_s') or 0 for r in records):.1f} s",
+             *executor_lines(records, env), "",
+             "## Summary", "", workload.summary_note, ""]
+    note = concurrency_note(records)
+    lines += [note, "", table, ""] if note else [table, ""]
     if UNSTABLE in table:
         lines += [UNSTABLE_NOTE, ""]
     skipped = not_run(df)
     if skipped:
         lines += ["### Not run", "", *skipped, ""]
-    lines += workload.sections_md(records, _suite_config(info))
+    config = _suite_config(info)
+    lines += claims_section(df, config, run_dir, info.get("profile", ""))
+    lines += workload.sections_md(records, config)
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def claims_section(df: pd.DataFrame, config: dict[str, Any], run_dir: Path, profile: str) -> list[str]:
+    """The report's Claims section, computed now from the run's table, and ``claims.json`` beside it.
+
+    Arguments:
+        df: the run's table.
+        config: the run's suite settings (empty when the suite file cannot be read).
+        run_dir: the run folder (its name is the run id the figures cite).
+        profile: the profile the run used.
+
+    Returns:
+        Markdown lines: nothing for a suite without claims, one line when the suite file is gone.
+    """
+    from odebench import claims
+
+    if not config:
+        return ["## Claims", "", "Not computed: the suite file named in run.json cannot be read, and the claims "
+                "live there.", ""]
+    results = claims.evaluate(config.get("claims", {}), df, run=run_dir.name, profile=profile)
+    if results:
+        (run_dir / "claims.json").write_text(json.dumps([r.to_dict() for r in results], indent=1, default=str))
+    return claims.markdown(results)
+
+
+def concurrency_note(records: list[dict[str, Any]]) -> str | None:
+    """The warning above a table whose cases shared a host with other cases, or None.
+
+    A Dask run (``odebench run --jobs N`` / ``--dask``) records, per case, the most cases that ran
+    on its host at once (``concurrent_cases``); a serial run records nothing and gets no note.
+    """
+    shared = [r for r in records if isinstance(r.get("concurrent_cases"), int) and r["concurrent_cases"] > 1]
+    if not shared:
+        return None
+    ran = [r for r in records if r.get("concurrent_cases") is not None]
+    most = max(r["concurrent_cases"] for r in shared)
+    return (f"**{len(shared)} of {len(ran)} cases ran while other cases ran on the same host (up to {most} at "
+            "once): their times and measured memory are not comparable with an exclusive run.** NFE, steps, "
+            "errors and saved bytes are unaffected. For a timing table, run without --jobs, or on workers that "
+            "run one case per host.")
+
+
+def executor_lines(records: list[dict[str, Any]], env: dict[str, Any]) -> list[str]:
+    """Report bullets: where the cases ran (a Dask run), and libraries the machines disagree on."""
+    executor = env.get("executor") or {}
+    if executor.get("kind") != "dask":
+        return []
+    hosts: dict[str, int] = {}
+    for r in records:
+        if r.get("worker_host"):
+            hosts[r["worker_host"]] = hosts.get(r["worker_host"], 0) + 1
+    where = "a local cluster" if executor.get("cluster") == "local" else f"the scheduler at {executor.get('scheduler', '?')}"
+    on = ", ".join(f"{h} ({n} cases)" for h, n in hosts.items()) or "no host recorded"
+    lines = [f"- executor: Dask, {where}, {len(env.get('workers', {}))} workers; cases ran on {on}"]
+    for lib, versions in (env.get("library_disagreements") or {}).items():
+        which = "; ".join(f"{v} on {', '.join(machines)}" for v, machines in versions.items())
+        lines.append(f"- **the driver and workers disagree on {lib}**: {which} (see env.json)")
+    return lines
 
 
 def _threads(records: list[dict[str, Any]], env: dict[str, Any]) -> str:
@@ -110,11 +176,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _suite_config(info: dict[str, Any]) -> dict[str, Any]:
-    """The run's suite settings, re-read from its suite file when it is still there."""
+    """The run's suite settings (its profile and overrides), re-read from its suite file when it is still there."""
     from odebench.schema import SuiteError
     from odebench.suite import load_suite
 
     try:
-        return load_suite(info["suite_path"], info.get("profile")).config
+        path = Path(info["suite_path"])
+        if not path.is_absolute() and info.get("cwd"):  # relative to where `odebench run` ran
+            path = Path(info["cwd"]) / path
+        return load_suite(path, info.get("profile"), info.get("overrides") or None).config
     except (KeyError, TypeError, SuiteError):
         return {}

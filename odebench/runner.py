@@ -4,6 +4,8 @@ The runner owns isolation, timeouts, failure capture and resumption:
 
 * every case runs in a fresh process (``measure.isolation = "process"``) so its peak
   memory is its own and a timeout or crash is contained; ``"inline"`` runs in-process;
+  with an executor (:mod:`odebench.executors`) the fresh processes run on Dask workers,
+  several at once, and this process still writes every record;
 * each finished case is appended to ``records.jsonl`` and flushed at once, so a run
   killed at any moment keeps every case it finished, and ``resume`` runs only the rest;
 * unsupported combinations, unavailable plugins, solver failures, timeouts and crashes
@@ -14,21 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from odebench import registry
+from odebench.caseproc import log_name, run_case_process
 from odebench.protocol import Status
-from odebench.records import RECORDS, RUN_INFO, append_record, read_records, repair_records
+from odebench.records import RECORDS, RUN_INFO, append_record, in_case_order, read_records, repair_records
 from odebench.suite import Case, Suite
-from odebench.worker import PARENT_ENV
+
+if TYPE_CHECKING:
+    from odebench.executors import DaskExecutor
 
 
 class RunError(ValueError):
@@ -105,46 +106,9 @@ def _plugin_meta(name: str) -> dict[str, Any]:
             "batch_stepping": cls.batch_stepping}
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
-
-
 def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: float) -> dict[str, Any]:
     log_dir.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="odebench-") as tmp:
-        job, out = Path(tmp) / "job.json", Path(tmp) / "record.json"
-        job.write_text(json.dumps({"case": case.to_dict(), "config": config}))
-        log = log_dir / f"{_safe(case.id)}.log"
-        with open(log, "w") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job), str(out)],
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=os.environ | {PARENT_ENV: str(os.getpid())})
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _stop_worker(proc)
-                return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
-            except BaseException:
-                # Ctrl-C or SIGTERM of the runner: the worker, in its own session, got neither.
-                _stop_worker(proc)
-                raise
-        if out.exists():
-            return json.loads(out.read_text())
-        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-        if code == -signal.SIGKILL:
-            # Killed by someone else than us: on Linux that is almost always the OOM killer.
-            return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
-        return {"status": str(Status.ERROR),
-                "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
-
-
-def _stop_worker(proc: subprocess.Popen) -> None:
-    """Kill a worker's process group (the worker and anything it started) and reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # already gone
-    proc.wait()
+    return run_case_process({"case": case.to_dict(), "config": config}, log_dir / log_name(case.id), timeout)
 
 
 def _run_inline(case: Case, config: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +152,8 @@ class _Progress:
 
 
 def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume: bool = False,
-        progress: bool = True, argv: list[str] | None = None) -> list[dict[str, Any]]:
+        progress: bool = True, argv: list[str] | None = None,
+        executor: DaskExecutor | None = None) -> list[dict[str, Any]]:
     """Run ``cases`` into ``run_dir`` and return all of the run's records.
 
     Arguments:
@@ -199,18 +164,22 @@ def run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume
         resume: skip cases that already have a record in ``run_dir``.
         progress: show progress on stderr.
         argv: the command line for ``env.json``.
+        executor: run the cases on this Dask cluster (each still in a fresh process, on a worker);
+            None: one after the other in this process's children, as ``measure.isolation`` says.
 
     Raises:
         odebench.rundir.RunDirError: when another process is writing ``run_dir``.
+        odebench.executors.ExecutorError: when the executor's scheduler is lost mid-run.
     """
     from odebench.rundir import hold
 
     with hold(run_dir):
-        return _run(suite, cases, run_dir, spec, resume=resume, progress=progress, argv=argv)
+        return _run(suite, cases, run_dir, spec, resume=resume, progress=progress, argv=argv,
+                    executor=executor)
 
 
 def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resume: bool, progress: bool,
-         argv: list[str] | None) -> list[dict[str, Any]]:
+         argv: list[str] | None, executor: DaskExecutor | None) -> list[dict[str, Any]]:
     from odebench.measure import environment
 
     run_dir = Path(run_dir)
@@ -227,27 +196,40 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
         # The driver's own thread count is not what the cases use: record the setting they run under
         # (each record also carries the torch threads its process really had).
         env["case_threads"] = suite.config["measure"]["threads"] or "framework default"
+        env["executor"] = {"kind": "serial", "case_isolation": suite.config["measure"]["isolation"]}
         (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+    if executor is not None:
+        executor.record_environment(run_dir / "env.json")
     done = {r["case_id"] for r in read_records(run_dir)}
     todo = [c for c in cases if c.id not in done]
     bar = _Progress(len(cases), len(cases) - len(todo), progress)
     timeout = suite.config["measure"]["timeout_s"]
     isolation = suite.config["measure"]["isolation"]
+
+    def finish(case: Case, outcome: dict[str, Any]) -> None:
+        record = (case.to_dict() | _plugin_meta(case.plugin)
+                  | {"workload": suite.config["suite"]["workload"], "profile": suite.profile} | outcome)
+        append_record(rec_path, record)
+        bar.finish(case, record)
+
     try:
+        runnable = []
         for case in todo:
             bar.start(case)
             started = time.perf_counter()
             outcome = _static_outcome(case)
+            if outcome is None and executor is not None:
+                runnable.append(case)  # a worker runs it
+                continue
             if outcome is None:
                 if isolation == "process":
                     outcome = _run_isolated(case, suite.config, run_dir / "logs", timeout)
                 else:
                     outcome = _run_inline(case, suite.config)
             outcome.setdefault("case_wall_s", time.perf_counter() - started)
-            record = (case.to_dict() | _plugin_meta(case.plugin)
-                      | {"workload": suite.config["suite"]["workload"], "profile": suite.profile} | outcome)
-            append_record(rec_path, record)
-            bar.finish(case, record)
+            finish(case, outcome)
+        if runnable:
+            executor.run(runnable, suite.config, timeout, run_dir / "logs", finish)
     finally:
         bar.close()
-    return read_records(run_dir)
+    return in_case_order(read_records(run_dir), [c.id for c in cases])

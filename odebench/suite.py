@@ -2,8 +2,9 @@
 
 A suite says *what* to run: the problem, the model, the training and measurement
 settings, the matrix (plugin × method × grad mode × tolerances × seeds × devices) and
-named profiles that override any of those. Every key and value is checked against
-:data:`COMMON_SCHEMA` plus its workload's sections; a mistake is a :class:`SuiteError` whose one-line message names the bad
+named profiles that override any of those, and the published claims its runs can test
+(``[claims]``, :mod:`odebench.claims`). Every key and value is checked against
+:data:`COMMON_SCHEMA` plus its workload's sections (the claims against their rules); a mistake is a :class:`SuiteError` whose one-line message names the bad
 key or value and the valid choices.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odebench import registry
+from odebench import claims, registry
 from odebench.protocol import DEVICES, FIXED_METHODS, GRAD_MODES, METHODS
 from odebench.schema import NAME_RULE, SuiteError, check_section, check_value, choices, merge  # noqa: F401
 from odebench.workload import Workload
@@ -169,9 +170,10 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     workload = suite_section.get("workload", "train") if isinstance(suite_section, dict) else "train"
     schema_all, defaults, required = schema_for(workload)
     for key in raw:
-        if key not in schema_all:
-            raise SuiteError(f"unknown section [{key}] in {where}; valid: {choices(list(schema_all))}")
-        check_section(key, raw[key], schema_all[key])  # a typo is reported before a missing section
+        if key not in schema_all and key != "claims":
+            raise SuiteError(f"unknown section [{key}] in {where}; valid: {choices([*schema_all, 'claims'])}")
+        if key != "claims":  # [claims] is a table of claim tables, checked by odebench.claims below
+            check_section(key, raw[key], schema_all[key])  # a typo is reported before a missing section
     for key in required:
         if key not in raw:
             raise SuiteError(f"{where} has no [{key}] section")
@@ -201,6 +203,7 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     if "name" not in config["suite"]:
         raise SuiteError(f"{where}: [suite] has no 'name'")
     registry.get_workload(workload).validate(config, where)
+    config["claims"] = claims.validate(raw.get("claims", {}), registry.get_workload(workload), where)
     return config
 
 
@@ -286,6 +289,7 @@ def load_suite(path: str | Path, profile: str | None = None,
     else:
         where = f"{file} (profile {chosen!r})"
     config = _validate(raw, where)
+    claims.check_profiles(config["claims"], names, where)
     return Suite(config["suite"]["name"], file.parent, chosen, config, names, default)
 
 

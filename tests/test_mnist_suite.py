@@ -146,7 +146,7 @@ def test_validation_rejects_unknown_model_and_unusable_pairings(tmp_path):
 
 
 def test_pairing_rule_in_a_full_product():
-    """A plain product: only Table 1's models run, ResNet once; the rest are 'not applicable'."""
+    """A plain product: only Table 1's models (and the review's) run, ResNet once; the rest are 'not applicable'."""
     suite = load_suite(SUITE, "smoke")
     m = suite.config["matrix"]
     m.update(method=["dopri5", "rk4"], grad_mode=["adjoint", "backprop"], model=list(MODELS), include=[])
@@ -154,7 +154,8 @@ def test_pairing_rule_in_a_full_product():
     runs = [(c["model"], c["method"], c["grad_mode"]) for c in cases
             if mnist.not_applicable(c, suite.config, cases) is None]
     assert runs == [("odenet", "dopri5", "adjoint"), ("resnet", "dopri5", "adjoint"),
-                    ("odenet", "dopri5", "backprop"), ("rknet", "rk4", "backprop")]
+                    ("odenet", "dopri5", "backprop"), ("review", "rk4", "adjoint"), ("rknet", "rk4", "backprop"),
+                    ("review", "rk4", "backprop")]  # the review's model: fixed steps, any grad mode
 
 
 def test_lr_schedule_and_crop():

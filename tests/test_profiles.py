@@ -16,11 +16,11 @@ def test_default_is_what_runs_without_a_profile():
     assert plain.profile == named.profile == plain.default_profile == "quick"
     assert named.config == plain.config and plain.config["training"]["epochs"] == 1
     assert load_suite(mnist, "full").config["training"]["epochs"] == 160  # the base settings, the paper's
-    assert plain.profiles == ["quick", "full", "smoke", "asv"]
+    assert plain.profiles == ["quick", "full", "smoke", "asv", "review", "review-quick"]
     spiral = load_suite(ROOT / "suites" / "spiral")
     assert spiral.profile == spiral.default_profile == "default" and spiral.profiles == ["default", "quick", "full"]
     with pytest.raises(SuiteError, match=r"unknown profile 'huge' for suite 'mnist'; valid: quick \(the default\), "
-                                         r"full, smoke, asv$"):
+                                         r"full, smoke, asv, review, review-quick$"):
         load_suite(mnist, "huge")
 
 
@@ -41,7 +41,7 @@ def test_list_marks_the_profile_used_by_default():
     suites = {s["name"]: s for s in json.loads(out.stdout)["suites"]}
     assert suites["mnist"]["default_profile"] == "quick" and suites["spiral"]["default_profile"] == "default"
     text = odebench_cli("list").stdout
-    assert "profiles: quick (default), full, smoke, asv" in text
+    assert "profiles: quick (default), full, smoke, asv, review, review-quick" in text
     assert "profiles: default (base settings), quick, full" in text
 
 

@@ -12,6 +12,11 @@ ODE-Net: 208,266 parameters. RK-Net: the same module with fixed-step rk4 and bac
 ResNet: 576,778 parameters: its 3×3 convs carry no bias (a GroupNorm follows each), as in
 torchdiffeq's ``ResBlock``; Chen et al. round it to 0.60 M.
 
+The review's model (``review``, Capell et al. 2023's MNIST experiment): the same stem with
+batch normalisation (:func:`review_downsampling`), a :class:`ReviewODEFunc` block (two
+time-channel 3×3 convolutions, ReLU, batch normalisation) solved by fixed Euler steps of
+0.05 on t ∈ [0, 1], and a pooled linear head (:func:`review_head`).
+
 Every ODE solve goes through an odebench solver plugin (:class:`odebench.protocol.SolverPlugin`);
 the block keeps the plugin's last :class:`~odebench.protocol.Solution` (status and the library's
 statistics) as ``last_solution`` and counts vector-field evaluations itself.
@@ -27,12 +32,14 @@ from torch import nn
 
 from odebench.protocol import Solution, SolveFailed, SolverPlugin
 
-MODEL_KINDS = ("odenet", "rknet", "resnet")
+MODEL_KINDS = ("odenet", "rknet", "resnet", "review")
 #: Defaults per kind: ODE-Net is dopri5 at tol 1e-3 with the adjoint (Chen et al.), RK-Net
-#: fixed-step rk4 with backprop through the steps.
+#: fixed-step rk4 with backprop through the steps, the review's model (Capell et al. 2023)
+#: Euler steps of 0.05 with the adjoint.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "odenet": {"method": "dopri5", "grad_mode": "adjoint", "step_size": None},
     "rknet": {"method": "rk4", "grad_mode": "backprop", "step_size": 0.1},
+    "review": {"method": "euler", "grad_mode": "adjoint", "step_size": 0.05},
 }
 DEFAULT_TOL = 1e-3
 WIDTH = 64
@@ -79,6 +86,30 @@ class ODEFunc(nn.Module):
         out = self.relu(self.norm2(out))
         out = self.conv2(t, out)
         return self.norm3(out)
+
+
+class ReviewODEFunc(nn.Module):
+    """The review's vector field: ConcatConv2d, BatchNorm, ReLU, ConcatConv2d, BatchNorm (Capell et al. 2023).
+
+    Two 3×3 convolutions that each see ``t`` as an extra channel, with batch normalisation
+    instead of Chen et al.'s GroupNorm. In training mode every evaluation normalises by its
+    own batch statistics and updates the running ones, as a module called inside a
+    hand-written solver does; evaluation uses the running statistics. ``nfe`` counts calls.
+    """
+
+    def __init__(self, dim: int = WIDTH):
+        super().__init__()
+        self.conv1 = ConcatConv2d(dim, dim)
+        self.bn1 = nn.BatchNorm2d(dim)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = ConcatConv2d(dim, dim)
+        self.bn2 = nn.BatchNorm2d(dim)
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        out = self.relu(self.bn1(self.conv1(t, x)))
+        return self.bn2(self.conv2(t, out))
 
 
 class ODEBlock(nn.Module):
@@ -194,6 +225,25 @@ def downsampling(dim: int = WIDTH) -> nn.Sequential:
     )
 
 
+def review_downsampling(dim: int = WIDTH) -> nn.Sequential:
+    """The review's stem, ``(B, 1, 28, 28)`` → ``(B, dim, 6, 6)``: :func:`downsampling`'s convolutions
+    with batch normalisation."""
+    return nn.Sequential(
+        nn.Conv2d(1, dim, 3, 1),
+        nn.BatchNorm2d(dim),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(dim, dim, 4, 2, 1),
+        nn.BatchNorm2d(dim),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(dim, dim, 4, 2, 1),
+    )
+
+
+def review_head(dim: int = WIDTH, n_classes: int = 10) -> nn.Sequential:
+    """The review's pooled linear head: ReLU, global average pool, flatten, Linear(dim, n_classes)."""
+    return nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(dim, n_classes))
+
+
 def head(dim: int = WIDTH, n_classes: int = 10) -> nn.Sequential:
     """``(B, dim, H, W)`` → logits ``(B, n_classes)``."""
     return nn.Sequential(
@@ -254,16 +304,16 @@ def build_mnist_model(
     max_steps: int = 100_000,
     seed: int | None = None,
 ) -> MNISTNet:
-    """Build ODE-Net, RK-Net or ResNet for MNIST (Chen et al. 2018, Table 1).
+    """Build ODE-Net, RK-Net or ResNet for MNIST (Chen et al. 2018, Table 1), or the review's model.
 
     Arguments:
         kind: one of :data:`MODEL_KINDS`.
         plugin: a torch solver plugin instance; None uses torchdiffeq's. Ignored for ResNet,
             as are the solver arguments below.
-        method: canonical method; default dopri5 (ODE-Net) or rk4 (RK-Net).
+        method: canonical method; default dopri5 (ODE-Net), rk4 (RK-Net) or euler (review).
         rtol, atol: tolerances of adaptive methods (default 1e-3, as Chen et al.).
-        step_size: fixed step; default None for ODE-Net, 0.1 (10 rk4 steps) for RK-Net.
-        grad_mode: default ``adjoint`` (ODE-Net) or ``backprop`` (RK-Net).
+        step_size: fixed step; default None for ODE-Net, 0.1 (10 rk4 steps) for RK-Net, 0.05 for review.
+        grad_mode: default ``adjoint`` (ODE-Net, review) or ``backprop`` (RK-Net).
         max_steps: step budget of the solve.
         seed: when given, the initial weights are drawn under ``torch.manual_seed(seed)``
             without disturbing the global generator; None uses the global generator.
@@ -280,13 +330,13 @@ def build_mnist_model(
         if seed is not None:
             torch.manual_seed(seed)
         # Built in the same order for every kind, so the stem draws identical weights.
-        stem = downsampling(WIDTH)
+        stem = review_downsampling(WIDTH) if kind == "review" else downsampling(WIDTH)
         if kind == "resnet":
             features: nn.Module = nn.Sequential(*[ResBlock(WIDTH) for _ in range(N_RES_BLOCKS)])
         else:
             defaults = DEFAULTS[kind]
             features = ODEBlock(
-                ODEFunc(WIDTH),
+                ReviewODEFunc(WIDTH) if kind == "review" else ODEFunc(WIDTH),
                 plugin,
                 method=method or defaults["method"],
                 rtol=rtol,
@@ -295,7 +345,7 @@ def build_mnist_model(
                 grad_mode=grad_mode or defaults["grad_mode"],
                 max_steps=max_steps,
             )
-        return MNISTNet(kind, stem, features, head(WIDTH))
+        return MNISTNet(kind, stem, features, review_head(WIDTH) if kind == "review" else head(WIDTH))
 
 
 def odefunc_from_weights(channels: int, seed: int, dtype, device):

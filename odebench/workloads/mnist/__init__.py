@@ -1,22 +1,26 @@
 """The ``mnist`` workload: Chen et al. 2018's Table 1, measured (DESIGN §6, mnist).
 
-One case trains one of the three MNIST models of :mod:`odebench.backends.torch_convnets`
-(``odenet``, ``rknet``, ``resnet``; the workload's matrix axis ``model``) as torchdiffeq's
-``examples/odenet_mnist.py`` does: SGD with momentum 0.9, learning rate ``lr × batch / 128``
+One case trains one of the MNIST models of :mod:`odebench.backends.torch_convnets`
+(``odenet``, ``rknet``, ``resnet``, and the review's ``review``; the workload's matrix axis
+``model``) as torchdiffeq's
+``examples/odenet_mnist.py`` does: SGD with momentum 0.9 (or Adam: ``training.optimizer``),
+learning rate ``lr × batch / 128`` (``lr`` as is when ``training.scale_lr`` is false)
 decayed ×``lr_decay`` at the epochs ``lr_decay_epochs`` (set per iteration, boundaries at
 ``int(batches_per_epoch × epoch)``, so fractional epochs work), cross-entropy loss, optional
 random-crop augmentation (28×28 crops of the image padded by 4).
 
 Which cases run (the pairing rule). A suite lists its cases with the common matrix plus
 ``matrix.include`` blocks (``suites/mnist``: ODE-Net in the base product, one block for RK-Net
-and one for ResNet), and each model only runs where it is one of Table 1's models:
+and one for ResNet), and each model only runs where it is one of Table 1's models (or the review's):
 
 * ``odenet`` solves adaptively (Chen et al.: dopri5 at tol 1e-3): adaptive methods with any
   grad mode the plugin declares; a fixed-step method is not ODE-Net (that is ``rknet``);
 * ``rknet`` is fixed-step (``model.step_size``) with ``backprop`` through the steps: fixed-step
   methods only, grad mode ``backprop`` only;
 * ``resnet`` has no ODE solve, so it runs once per seed and device: in the first ResNet case of
-  the (unfiltered) matrix; its plugin, method and grad mode are labels only.
+  the (unfiltered) matrix; its plugin, method and grad mode are labels only;
+* ``review`` (Capell et al. 2023's MNIST model, trained with Adam in the suite's ``review``
+  profiles) takes fixed steps of ``model.step_size``: fixed-step methods, any grad mode.
 
 Any other point a product produces is a record with status ``unsupported``, its reason, and
 ``not_applicable = true`` (the report lists it under "Not run"); :func:`validate` rejects a

@@ -57,10 +57,27 @@ def random_crop(x, generator, pad: int = 4):
 
 
 def lr_at(itr: int, train: dict[str, Any], batches_per_epoch: int) -> float:
-    """The example's piecewise-constant schedule at iteration ``itr``."""
-    base = train["lr"] * train["batch_size"] / LR_BATCH_DENOM
+    """The example's piecewise-constant schedule at iteration ``itr`` (the rate scaled by the batch
+    unless ``training.scale_lr`` is false)."""
+    base = train["lr"] * (train["batch_size"] / LR_BATCH_DENOM if train.get("scale_lr", True) else 1.0)
     passed = sum(itr >= int(batches_per_epoch * e) for e in train["lr_decay_epochs"])
     return base * train["lr_decay"] ** passed
+
+
+def make_optimizer(model, train: dict[str, Any], lr: float):
+    """``training.optimizer`` over the model's parameters: SGD with ``training.momentum``
+    (torchdiffeq's example), or Adam with torch's defaults but the rate (the review's).
+
+    Raises:
+        ValueError: for an optimizer the schema does not list.
+    """
+    import torch
+
+    if train["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=train["momentum"])
+    if train["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    raise ValueError(f"unknown value {train['optimizer']!r} for training.optimizer; valid: sgd, adam")
 
 
 # --------------------------------------------------------------------------- one case
@@ -136,6 +153,47 @@ def _run(case, config, plugin) -> dict[str, Any]:
     out = _combine(runs)
     out.update(params=count_parameters(model), batches_per_epoch=batches_per_epoch,
                batch_size=train["batch_size"], train_images=n_train, test_images=len(data[3]))
+    if out["status"] == str(Status.OK) and config["swap"]["enabled"] and model.ode_block is not None:
+        out.update(solver_swap(model, data, case, config))
+        print(f"{label} solver swap to {out['swap_solver']}: test acc {out.get('swap_test_acc')} "
+              f"(change {out.get('swap_acc_delta')}) {out.get('swap_message', '')}", file=sys.stderr, flush=True)
+    return out
+
+
+def solver_swap(model, data, case: dict[str, Any], config: dict[str, Any], reference=None) -> dict[str, Any]:
+    """The solver-swap check of a trained model (:mod:`odebench.swap`), untimed, after training.
+
+    The trained model is evaluated on the test set twice, through the same code: with the solver it
+    was trained with, and with the reference solver (both in their own dtype), so the difference
+    is the swap's effect alone (exactly 0 when the two solvers are the same).
+
+    Arguments:
+        model: the trained model (with an ODE block).
+        data: ``(x_train, y_train, x_test, y_test)``.
+        case, config: the case's fields and the suite's settings.
+        reference: the :class:`odebench.swap.Solver` to swap in; None: the suite's ``[swap]`` reference.
+
+    Returns:
+        ``swap_solver``, ``swap_test_acc`` (test accuracy with the reference) and ``swap_acc_delta``
+        (that minus the accuracy with the trained solver, a fraction); on a failed evaluation they
+        are None and ``swap_message`` says why. Never raises.
+    """
+    from odebench.backends.torch import DTYPES
+    from odebench.swap import Solver, reference_solver, swapped_model
+
+    block = model.ode_block
+    trained = Solver(block.plugin, block.method, block.rtol, block.atol, block.step_size, config["measure"]["dtype"])
+    out: dict[str, Any] = {"swap_solver": "", "swap_test_acc": None, "swap_acc_delta": None}
+    x, y, batch = data[2], data[3], config["data"]["test_batch_size"]
+    try:
+        reference = reference or reference_solver(block.plugin, config["swap"], case["device"])
+        out["swap_solver"] = reference.label()
+        base, _ = evaluate(swapped_model(model, trained), x.to(DTYPES[trained.dtype]), y, batch)
+        acc, _ = evaluate(swapped_model(model, reference), x.to(DTYPES[reference.dtype]), y, batch)
+        out.update(swap_test_acc=acc, swap_acc_delta=acc - base)
+    except Exception as exc:  # noqa: BLE001 - a failed check is a note on a case that trained fine
+        failed = failure_fields(exc)
+        out["swap_message"] = f"{failed['status']}: {failed['message']}"
     return out
 
 
@@ -149,12 +207,11 @@ def _sync_fn(device):
 
 def _warm_up(model, data, config, device) -> None:
     """``measure.warmup`` untimed training steps on a throwaway copy of the model."""
-    import torch
     import torch.nn.functional as F
 
     x, y = data[0], data[1]
     b = config["training"]["batch_size"]
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=config["training"]["momentum"])
+    opt = make_optimizer(model, config["training"], 1e-3)
     for i in range(config["measure"]["warmup"]):
         lo = (i * b) % max(1, len(y) - b + 1)
         loss = F.cross_entropy(model(x[lo:lo + b]), y[lo:lo + b])
@@ -187,20 +244,27 @@ def evaluate(model, x, y, batch_size: int) -> tuple[float, float | None]:
 def instrumented(model, x, y) -> dict[str, Any]:
     """One untimed forward+backward on ``(x, y)`` through the torch backend's instrumented pass:
     NFE counted by a hook on the ODE function, VJPs through ``f``, the library's own count, and
-    the bytes autograd saves for backward. Parameters are not updated."""
+    the bytes autograd saves for backward. Neither the parameters nor the buffers change."""
     import torch.nn.functional as F
 
     from odebench.backends.torch import instrumented_pass
 
     block = model.ode_block
+    # A training-mode pass moves BatchNorm's running statistics (the review's model): kept as they
+    # were, so the probe does not change what the next test evaluation or the solver swap sees.
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
 
     def loss_fn():
         loss = F.cross_entropy(model(x), y)
         sol = block.last_solution if block is not None else None
         return loss, sol.stats if sol is not None else None
 
-    inst = instrumented_pass(loss_fn, block.odefunc if block is not None else None,
-                             [p for p in model.parameters() if p.requires_grad])
+    try:
+        inst = instrumented_pass(loss_fn, block.odefunc if block is not None else None,
+                                 [p for p in model.parameters() if p.requires_grad])
+    finally:
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
     solved = block is not None
     return {"loss": inst.loss, "saved_bytes": inst.saved_bytes, "nfe_fwd": inst.nfe_fwd,
             "nfe_bwd": inst.nfe_bwd, "n_vjp": inst.n_vjp, "nfe_native": inst.stats.nfe if solved else None,
@@ -231,7 +295,7 @@ def _train(model, data, case, config, device, batches_per_epoch: int, label: str
     block = model.ode_block
     sync = _sync_fn(device)
     cuda = device.type == "cuda"
-    opt = torch.optim.SGD(model.parameters(), lr=lr_at(0, train, batches_per_epoch), momentum=train["momentum"])
+    opt = make_optimizer(model, train, lr_at(0, train, batches_per_epoch))
     gen = torch.Generator().manual_seed(case["seed"])
     # Copies, not views: a view would make saved_tensor_bytes count the whole dataset's storage.
     probe = (x_train[:bs].clone(), y_train[:bs].clone())

@@ -10,7 +10,7 @@ import pandas as pd
 
 from odebench.tables import fmt, groups
 
-MODEL_NAMES = {"odenet": "ODE-Net", "rknet": "RK-Net", "resnet": "ResNet"}
+MODEL_NAMES = {"odenet": "ODE-Net", "rknet": "RK-Net", "resnet": "ResNet", "review": "review ODE-Net"}
 
 SUMMARY_NOTE = (
     "Chen et al. 2018, Table 1, measured: one row per model × plugin × method × grad mode (median over "
@@ -22,7 +22,9 @@ SUMMARY_NOTE = (
     "peak resident set over the training loop minus the set before it (freed heap memory returned to the "
     "OS first: glibc malloc_trim); saved MB is what autograd keeps "
     "for backward on one batch. Paper columns: Chen et al.'s test error and parameters (full MNIST, "
-    "160 epochs).")
+    "160 epochs). swap Δacc pp is the solver-swap check (Ott et al. 2021): the trained model's test accuracy "
+    "with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64) minus with the solver it "
+    "was trained with, in percentage points, untimed after training (0 when they are the same).")
 
 
 def _applicable(df: pd.DataFrame) -> pd.DataFrame:
@@ -58,6 +60,9 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "status": status,
             "test err %": (f"{fmt(med.get('test_error_pct'), '.2f')} ({fmt(100 * (1 - best), '.2f')})"
                            if len(ok) else "–"),
+            # The solver-swap check (odebench.swap): test accuracy with the reference solver minus with the
+            # trained one, in percentage points.
+            "swap Δacc pp": fmt(100 * med.get("swap_acc_delta", np.nan), "+.2f") if solver else "–",
             "params (M)": fmt(med.get("params", np.nan) / 1e6, ".3f"),
             "s/epoch": fmt(med.get("s_per_epoch"), ".1f"),
             "ms/img": fmt(med.get("ms_per_image"), ".2f"),

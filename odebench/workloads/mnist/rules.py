@@ -1,4 +1,5 @@
-"""The ``mnist`` workload's rules: which points of the matrix are Table 1's models, and the suite checks."""
+"""The ``mnist`` workload's rules: which points of the matrix are Table 1's (or the review's) models, and
+the suite checks."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def _all_cases(config: dict[str, Any]):
 
 def not_applicable(case: dict[str, Any], config: dict[str, Any],
                    cases: list[dict[str, Any]] | None = None) -> str | None:
-    """Why this point of the matrix is not one of Table 1's models (None: it runs). See the module doc.
+    """Why this point of the matrix is not one of Table 1's (or the review's) models (None: it runs). See the
+    module doc of :mod:`odebench.workloads.mnist`.
 
     Arguments:
         case: the case's fields, with ``model``.
@@ -61,6 +63,9 @@ def not_applicable(case: dict[str, Any], config: dict[str, Any],
     if model == "odenet" and method in FIXED_METHODS:
         return (f"ODE-Net solves adaptively (Chen et al.: dopri5); fixed-step {method} is RK-Net "
                 "(model = rknet)")
+    if model == "review" and method not in FIXED_METHODS:
+        return (f"the review's model takes fixed steps of model.step_size (Euler); {method} is adaptive "
+                f"(use one of {choices(FIXED_METHODS)})")
     if model == "rknet":
         if method not in FIXED_METHODS:
             return (f"RK-Net takes fixed steps of model.step_size; {method} is adaptive "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from odebench import swap
 from odebench.schema import SuiteError, choices
 from odebench.workload import Workload
 from odebench.workloads.train import case, report
@@ -26,18 +27,19 @@ SECTIONS: dict[str, dict[str, Any]] = {
                  "snapshots": ([int], "nonneg")},
     # Optimiser steps the fairness gate checks against the reference before timing (0: off).
     "measure": {"fairness_steps": (int, "nonneg")},
-}
+} | swap.SECTION
 DEFAULTS: dict[str, dict[str, Any]] = {
     "problem": {"params": {}},
     "model": {"kind": "mlp", "activation": "tanh", "weight_std": 0.1, "bias": 0.0},
     "training": {"optimizer": "rmsprop", "loss": "mse", "snapshots": []},
     "measure": {"fairness_steps": 3},
-}
+} | swap.defaults(rtol=1e-9, atol=1e-11)  # a 2-d MLP field: a tight float64 reference is cheap
 REQUIRED = ("problem", "model", "training")
 #: record fields of this workload, in the order results.csv shows them.
 COLUMNS = ["iterations_done", "repeats", "train_s", "train_s_iqr", "s_per_iter", "s_per_iter_iqr", "fwd_s",
            "bwd_s", "fused", "compile_s", "end_to_end_s", "n_traces", "final_mse", "final_loss", "nfe_fwd", "nfe_bwd", "n_vjp",
-           "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "peak_rss_iqr", "rss_method", "saved_bytes", "gate", "gate_max_rel", "gate_reference_plugin"]
+           "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "peak_rss_iqr", "rss_method", "saved_bytes", "gate", "gate_max_rel", "gate_reference_plugin",
+           "swap_solver", "swap_mse", "swap_mse_delta", "swap_message"]
 
 
 
@@ -47,7 +49,8 @@ class TrainWorkload(Workload):
 
     Sections: ``[problem]`` (a problem of :mod:`odebench.problems` and its parameters),
     ``[model]`` (the MLP), ``[training]`` (optimiser, iterations, minibatches of windows,
-    snapshot iterations) and ``measure.fairness_steps``. See :func:`.case.run_case` for what
+    snapshot iterations), ``measure.fairness_steps`` and ``[swap]`` (the reference solver of
+    the solver-swap check, :mod:`odebench.swap`). See :func:`.case.run_case` for what
     one case measures.
     """
 

@@ -20,6 +20,7 @@ from odebench.measure import PeakRSS, gc_off, summarize, timed
 from odebench.models import MLPSpec, mlp_weights
 from odebench.problems import PROBLEMS
 from odebench.protocol import SolveFailed, SolverPlugin, Status
+from odebench.swap import Solver, mlp_trajectory, reference_solver, trained_solver
 
 
 def make_problem(config: dict[str, Any]):
@@ -113,10 +114,50 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
         rec["end_to_end_s"] = rec["train_s"] + (trainer.compile_s or 0.0)
         rec["n_traces"] = trainer.n_traces
         rec["fused"] = trainer.fused
+        if rec["status"] == str(Status.OK) and config["swap"]["enabled"]:
+            rec.update(solver_swap(trainer, plugin, case, config, spec, problem, truth))
     except Exception as exc:  # noqa: BLE001 - any failure is a row, never an aborted run
         rec.update(failure_fields(exc))
     rec["case_wall_s"] = time.perf_counter() - t_case
     return rec
+
+
+def solver_swap(trainer, plugin: SolverPlugin, case: dict[str, Any], config: dict[str, Any], spec: MLPSpec,
+                problem, truth: np.ndarray, reference: Solver | None = None) -> dict[str, Any]:
+    """The solver-swap check of a trained model (:mod:`odebench.swap`), untimed, after training.
+
+    The trained parameters are solved over the problem's times twice, with the solver they
+    were trained with and with the reference, through the same code, so the difference is
+    the swap's effect alone (exactly 0 when the two solvers are the same).
+
+    Arguments:
+        trainer: the trained trainer (its current parameters are evaluated).
+        plugin, case, config: the case's plugin, fields and suite settings.
+        spec: the model's MLP spec.
+        problem, truth: the problem and its reference trajectory at ``problem.ts``.
+        reference: the solver to swap in; None: the suite's ``[swap]`` reference.
+
+    Returns:
+        ``swap_solver``, ``swap_mse`` (final MSE with the reference) and ``swap_mse_delta``
+        (that minus the final MSE with the trained solver); on a failed evaluation the MSEs
+        are None and ``swap_message`` says why. Never raises.
+    """
+    measure = config["measure"]
+    trained = trained_solver(plugin, case, measure["dtype"])
+    out: dict[str, Any] = {"swap_solver": "", "swap_mse": None, "swap_mse_delta": None}
+    try:
+        reference = reference or reference_solver(plugin, config["swap"], case["device"])
+        out["swap_solver"] = reference.label()
+        params = trainer.parameters_numpy()
+        y0 = np.asarray(problem.y0)
+        kw = dict(max_steps=measure["max_steps"], grad_mode=case["grad_mode"], device=case["device"])
+        base = final_mse(mlp_trajectory(spec, params, problem.ts, y0, trained, **kw), truth)
+        swapped = final_mse(mlp_trajectory(spec, params, problem.ts, y0, reference, **kw), truth)
+        out.update(swap_mse=swapped, swap_mse_delta=swapped - base)
+    except Exception as exc:  # noqa: BLE001 - a failed check is a note on a case that trained fine
+        failed = failure_fields(exc)
+        out["swap_message"] = f"{failed['status']}: {failed['message']}"
+    return out
 
 
 def _warm_up(trainer, batches: list[Batch]) -> None:

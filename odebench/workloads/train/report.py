@@ -20,7 +20,9 @@ SUMMARY_NOTE = (
     "training iterations minus the resident set at their start (the untimed snapshot passes and their "
     "compiles are outside the region); saved KB is what autograd keeps for backward (torch only). "
     "compile s is JAX compile time, or a compiled torch plugin's (torchode_compiled), never part of the timings; end-to-end s is compile plus training, "
-    "what a user waits for the whole run.")
+    "what a user waits for the whole run. swap ΔMSE is the solver-swap check (Ott et al. 2021): the trained "
+    "model's final MSE solved with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64) "
+    "minus its final MSE with the solver it was trained with, untimed after training (0 when they are the same).")
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -43,6 +45,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "compile s": fmt(med.get("compile_s"), ".2f"),
             "end-to-end s": fmt(med.get("end_to_end_s"), ".2f"),
             "final MSE": fmt(med.get("final_mse"), ".4g"),
+            # The solver-swap check (odebench.swap): final MSE with the reference solver minus with the trained one.
+            "swap ΔMSE": fmt(med.get("swap_mse_delta", np.nan), "+.3g"),
             "NFE-F": fmt(med.get("nfe_fwd"), ".1f"),
             # NFE-B is every evaluation during the backward pass. A "backprop" that evaluates the
             # field again there recomputes its steps: checkpointing, not storing, and said so.

@@ -20,6 +20,7 @@ A driver does, for one case:
 
 from __future__ import annotations
 
+import abc
 import os
 import sys
 import time
@@ -51,36 +52,62 @@ def solve_kwargs(case: dict[str, Any], problem: Problem) -> dict[str, Any]:
     return kw
 
 
-class Driver:
-    """What a case measures through, in one framework (see the module docstring)."""
+class Driver(abc.ABC):
+    """What a case measures through, in one framework (see the module docstring).
+
+    Attributes:
+        compile_s: seconds spent compiling before any timing (JAX), else None.
+        saved_source: how ``saved_bytes`` is measured (None where it is not).
+    """
 
     compile_s: float | None = None
     saved_source: str | None = None
 
+    @abc.abstractmethod
     def solve(self) -> Any:
-        raise NotImplementedError
+        """One forward solve (timed by the caller); a handle for :meth:`trajectory`.
+
+        Raises:
+            odebench.SolveFailed: when the solve's status is not ok.
+        """
 
     def sync(self) -> None:
-        """Nothing to wait for on the CPU in torch and numpy; JAX blocks inside its calls."""
+        """Wait for queued work: nothing on the CPU in torch and numpy; JAX blocks inside its calls."""
+        return None
 
+    @abc.abstractmethod
     def trajectory(self, handle: Any) -> np.ndarray:
-        raise NotImplementedError
+        """The solution of a :meth:`solve` handle at the output times, float64 numpy."""
 
+    @abc.abstractmethod
     def instrumented_solve(self) -> tuple[int, SolveStats, list[tuple[Any, Any]]]:
-        raise NotImplementedError
+        """An untimed solve: ``(NFE counted by the harness, the library's statistics, the states)``.
 
+        Raises:
+            odebench.SolveFailed: when the solve's status is not ok.
+        """
+
+    @abc.abstractmethod
     def field_replay(self, states: list[tuple[Any, Any]]) -> Callable[[], Any]:
-        raise NotImplementedError
+        """A callable evaluating the vector field at ``states``, one after another (timed by the caller)."""
 
     def gradient(self) -> Any:
-        raise NotImplementedError
+        """One forward + backward pass (timed by the caller); a handle for :meth:`flat_gradient`.
+
+        Raises:
+            odebench.SolveFailed: when the forward solve's status is not ok.
+            ValueError: in a driver that only solves.
+        """
+        raise ValueError(f"{type(self).__name__} solves only: gradients run in the backend's framework")
 
     def flat_gradient(self, handle: Any) -> tuple[float, np.ndarray, np.ndarray]:
-        """``(loss, gradient, trajectory)`` of a :meth:`gradient` handle, float64 numpy."""
-        raise NotImplementedError
+        """``(loss, gradient, trajectory)`` of a :meth:`gradient` handle, float64 numpy; the gradient
+        is each layer's ``W`` then ``b``, then ``y0``."""
+        raise ValueError(f"{type(self).__name__} solves only: gradients run in the backend's framework")
 
     def instrumented_gradient(self) -> Any:
-        raise NotImplementedError
+        """The backend's untimed instrumented pass (:class:`odebench.backends.base.InstrumentedPass`)."""
+        raise ValueError(f"{type(self).__name__} solves only: gradients run in the backend's framework")
 
 
 # --------------------------------------------------------------------------- torch
