@@ -58,5 +58,5 @@ def test_a_typo_in_a_profile_the_run_does_not_select_is_an_error(cli, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"error: unknown section [trainng] in {toml} (profile 'typo'); valid: suite, measure, matrix, paper, "
-        "problem, model, training"]
+        "problem, model, training, swap, claims"]
     assert not results.exists()
