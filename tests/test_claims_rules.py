@@ -182,6 +182,19 @@ def test_seminorm_saving_without_seminorm_rows_says_what_the_plain_adjoint_gives
     assert out.figures and out.figures[0].value == 101.0
 
 
+def test_seminorm_saving_pairs_work_precision_rows_of_the_same_problem_only():
+    # The seminorm halves NFE-B on one problem; on the other it saves nothing. Pairing across
+    # problems would mix the two into one spurious verdict.
+    rows = [{"task": "gradient", "problem": prob, "method": "dopri5", "grad_mode": mode, "rtol": 1e-6,
+             "nfe_fwd": 60.0, "nfe_bwd": bwd}
+            for prob, plain, semi in (("neural_spiral", 100.0, 50.0), ("neural_wide", 100.0, 100.0))
+            for mode, bwd in (("adjoint", plain), ("adjoint-seminorm", semi))]
+    out = decide("seminorm_saving", frame(*rows))
+    assert out.verdict == FAILS
+    cuts = {f.name.split(" ")[0]: f.value for f in out.figures}
+    assert cuts == {"neural_spiral": pytest.approx(0.5), "neural_wide": pytest.approx(0.0)}
+
+
 # --------------------------------------------------------------------------- solver_swap
 def swapped(delta: float, method: str = "euler") -> pd.DataFrame:
     return frame({"method": method, "swap_mse": 0.01 + delta, "swap_mse_delta": delta,

@@ -212,15 +212,16 @@ def test_error(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     return out
 
 
-@rule("seminorm_saving", workloads=("train",),
+@rule("seminorm_saving", workloads=("train", "workprecision"),
       params={"plain": (str, GRAD_MODES), "seminorm": (str, GRAD_MODES), "min_reduction": (float, "nonneg")},
       defaults={"plain": "adjoint", "seminorm": "adjoint-seminorm", "min_reduction": 0.4})
 def seminorm_saving(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     """The seminorm adjoint's backward NFE is at least min_reduction lower than the plain adjoint's (median
-    over seeds of the per-seed ratio), per plugin × adaptive method × tolerance × device.
+    over seeds of the per-seed ratio), per plugin × adaptive method × tolerance × device (and problem, in a
+    work-precision run).
 
     Arguments:
-        rows: the run's ok train rows that pass the claim's filters.
+        rows: the run's ok train or work-precision gradient rows that pass the claim's filters.
         p: ``plain`` and ``seminorm`` (grad modes), ``min_reduction`` (a fraction).
 
     Returns:
@@ -229,7 +230,8 @@ def seminorm_saving(rows: pd.DataFrame, p: dict[str, Any]) -> Outcome:
     """
     checks, figures, plain_only = [], [], []
     adaptive = rows[rows["method"].isin(ADAPTIVE_METHODS)]  # a fixed-step solve has no error norm to change
-    for label, g in groups(adaptive, ["plugin", "method", "rtol", "device"]):
+    # A work-precision run holds several problems: a plain and a seminorm row pair only on the same one.
+    for label, g in groups(adaptive, ["problem", "plugin", "method", "rtol", "device"]):
         plain, semi = g[g["grad_mode"] == p["plain"]], g[g["grad_mode"] == p["seminorm"]]
         if plain.empty:
             continue
