@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from odebench import swap
@@ -35,11 +36,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "measure": {"fairness_steps": 3},
 } | swap.defaults(rtol=1e-9, atol=1e-11)  # a 2-d MLP field: a tight float64 reference is cheap
 REQUIRED = ("problem", "model", "training")
+#: The parts of a case's wall time, in the order they happen: each apart from the others, so that with
+#: ``startup_s`` they add up to no more than ``process_s`` (plus ``gate_s`` when ``gate_shared``: a JAX
+#: plugin's cases are gated together in a process of their own before any of them runs).
+#: ``compile_s`` (a column already) is one of them.
+TIME_SPLIT = ["setup_s", "gate_s", "gate_shared", "warmup_s", "measured_s", "untimed_s", "swap_s"]
 #: record fields of this workload, in the order results.csv shows them.
 COLUMNS = ["iterations_done", "repeats", "train_s", "train_s_iqr", "s_per_iter", "s_per_iter_iqr", "fwd_s",
            "bwd_s", "fused", "compile_s", "end_to_end_s", "n_traces", "final_mse", "final_loss", "nfe_fwd", "nfe_bwd", "n_vjp",
            "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "peak_rss_iqr", "rss_method", "saved_bytes", "gate", "gate_max_rel", "gate_reference_plugin",
-           "swap_solver", "swap_mse", "swap_mse_delta", "swap_message"]
+           "swap_solver", "swap_mse", "swap_mse_delta", "swap_message",
+           # Where the case's wall time went (besides the common process_s and startup_s); see case.run_case.
+           *TIME_SPLIT]
 
 
 
@@ -60,6 +68,34 @@ class TrainWorkload(Workload):
     required = REQUIRED
     columns = COLUMNS
     summary_note = report.SUMMARY_NOTE
+
+    def shared_work_key(self, case: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """A JAX plugin's cases share one gate process (its float64 needs a process apart from the
+        timed float32 one); torch plugins gate in the case's own process, as cheap as a group's would be."""
+        from odebench import registry
+
+        if not config["measure"]["fairness_steps"] or case["plugin"] not in registry.plugin_names():
+            return None
+        return f"gate:{case['plugin']}" if registry.entry(case["plugin"]).load().framework == "jax" else None
+
+    def shared_work(self, cases: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The fairness gate of every case given, in this process; ``gate_result`` and ``gate_s`` per case.
+
+        ``gate_s`` is the case's share of this process's wall time: its own gate plus an equal
+        part of the start-up and imports the group's cases share.
+        """
+        import time
+
+        from odebench import registry
+        from odebench.worker import STARTED_ENV
+
+        started = float(os.environ.get(STARTED_ENV, time.time()))
+        out = {}
+        for c in cases:
+            gate = case.case_gate(c, config, registry.get_plugin(c["plugin"]), isolate=False)
+            out[c["case_id"]] = {"gate_result": gate.record()}
+        share = (time.time() - started) / max(len(cases), 1)
+        return {k: v | {"gate_s": share} for k, v in out.items()}
 
     def validate(self, config: dict[str, dict[str, Any]], where: str) -> None:
         """Problem name and parameters, model, and training settings that fit each other."""

@@ -1,0 +1,91 @@
+"""Where a case's wall time went: the split's columns add up, a JAX plugin's cases share one gate
+process whose verdict is the one a per-case gate gives, and the report shows the split."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_suite
+
+from odebench import registry, report, runner
+from odebench.measure import Phases, loop_s_per_step
+from odebench.suite import load_suite
+from odebench.workloads.train import TIME_SPLIT
+from odebench.workloads.train.case import case_gate
+
+#: The parts of the split that run in the case's own process.
+IN_PROCESS = ("startup_s", "setup_s", "warmup_s", "compile_s", "measured_s", "untimed_s", "swap_s")
+
+
+def _run(tmp_path, **kw):
+    folder = write_suite(tmp_path / "s", isolation="process", **kw)
+    suite = load_suite(folder)
+    run_dir = runner.new_run_dir(tmp_path / "results", suite.name)
+    records = runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile),
+                         progress=False)
+    return suite, run_dir, records
+
+
+def test_the_time_split_is_present_non_negative_and_within_the_process_wall_time(tmp_path):
+    _, run_dir, records = _run(tmp_path, iterations=2, plugins=("torch_custom",), methods=("rk4",),
+                               grads=("backprop",))
+    (rec,) = records
+    assert rec["status"] == "ok", rec["message"]
+    for key in (*IN_PROCESS, "gate_s", "process_s", "case_wall_s"):
+        if key == "compile_s":
+            assert rec[key] is None  # an eager plugin compiles nothing
+            continue
+        assert isinstance(rec[key], float) and rec[key] >= 0.0, (key, rec[key])
+    assert not rec.get("gate_shared")  # a torch plugin gates in its own process
+    parts = sum(rec[k] or 0.0 for k in IN_PROCESS) + rec["gate_s"]
+    assert parts <= rec["process_s"] + 1e-6
+    # The case's own timer starts after start-up: both fit in the process.
+    assert rec["startup_s"] + rec["case_wall_s"] <= rec["process_s"] + 1e-6
+    # The measured work is the timed iterations, which train_s is the median of (one repeat: equal).
+    assert rec["measured_s"] == pytest.approx(rec["train_s"])
+    md = report.render(run_dir).read_text()
+    assert "## Where the wall time went" in md and "| torch_custom | 1 |" in md
+
+
+def test_an_inline_case_has_no_process_figures_but_the_rest_of_the_split(tmp_path):
+    folder = write_suite(tmp_path / "s", iterations=2, plugins=("torch_custom",), methods=("euler",),
+                         grads=("backprop",))
+    suite = load_suite(folder)
+    run_dir = runner.new_run_dir(tmp_path / "results", suite.name)
+    (rec,) = runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile), progress=False)
+    assert rec["status"] == "ok", rec["message"]
+    assert rec.get("startup_s") is None and rec.get("process_s") is None
+    assert all(k in rec for k in TIME_SPLIT if k != "gate_shared")
+    assert sum(rec[k] or 0.0 for k in IN_PROCESS[1:]) + rec["gate_s"] <= rec["case_wall_s"] + 1e-6
+
+
+@pytest.mark.slow
+def test_a_jax_plugins_cases_share_one_gate_process_with_the_per_case_verdict(tmp_path):
+    if registry.entry("diffrax").available() is not None:
+        pytest.skip("diffrax is not installed")
+    suite, run_dir, records = _run(tmp_path, iterations=2, plugins=("diffrax",), methods=("euler", "rk4"),
+                                   grads=("backprop",))
+    assert [r["status"] for r in records] == ["ok", "ok"], [r["message"] for r in records]
+    assert (run_dir / "logs" / "gate_diffrax.log").exists()
+    for rec in records:
+        assert rec["gate_shared"] is True and rec["gate"] == "pass" and rec["gate_s"] > 0
+        # The shared gate's losses are those the case's own (isolated) gate computes.
+        case = next(c for c in suite.cases() if c.id == rec["case_id"]).to_dict()
+        alone = case_gate(case, suite.config, registry.get_plugin("diffrax"))
+        assert rec["gate_losses"] == pytest.approx(alone.losses, rel=1e-12)
+        assert rec["gate_reference"] == pytest.approx(alone.reference, rel=1e-12)
+
+
+def test_phases_accumulate_and_the_loop_time_is_clipped_and_none_without_figures():
+    phases = Phases()
+    with phases("a"):
+        pass
+    with phases("a"):
+        pass
+    phases.start("b")
+    phases.stop()
+    rec = phases.record()
+    assert set(rec) == {"a_s", "b_s"} and all(v >= 0.0 for v in rec.values())
+    assert loop_s_per_step(1.0, 0.6, 4) == pytest.approx(0.1)
+    assert loop_s_per_step(0.5, 0.6, 4) == 0.0  # inside the timer's noise: clipped, never negative
+    assert loop_s_per_step(1.0, None, 4) is None and loop_s_per_step(1.0, 0.5, 0) is None
+    assert loop_s_per_step(float("nan"), 0.5, 3) is None
