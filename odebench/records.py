@@ -25,7 +25,10 @@ CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework"
                 "batch_stepping", "method", "grad_mode", "rtol", "atol", "seed", "device"]
 #: ``process_s``: the case process's wall time, launch to exit; ``startup_s``: of that, the part before its
 #: workload began (interpreter start, imports of odebench, the plugin and its framework).
-OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s"]
+#: ``jax_cache``: for a JAX case, whether its compiles were cold or read from the persistent cache
+#: (``$ODEBENCH_JAX_CACHE``; ``off`` without it), see :class:`odebench.backends.jax.CacheWatch`.
+OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s", "jax_cache", "jax_cache_hits",
+                   "jax_cache_misses"]
 
 #: Statuses of cases that never ran (they cannot run here; nothing broke): listed under
 #: "Not run" in a report, skipped by regress and asv.

@@ -57,8 +57,15 @@ def execute(case: dict[str, Any], config: dict[str, Any], started: float | None 
             import torch
 
             torch.set_num_threads(threads)
+        cache = None
+        if framework == "jax":  # before anything compiles; its state travels with the record
+            from odebench.backends.jax import CACHE_ENV, persistent_cache
+
+            cache = persistent_cache(os.environ.get(CACHE_ENV) or None)
         startup = {} if started is None else {"startup_s": max(time.time() - started, 0.0)}
         record = startup | registry.get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
+        if cache is not None:
+            record.update(cache.record())
         if "torch" in sys.modules:  # what the case really ran with, not the driver's setting
             record.setdefault("torch_threads", sys.modules["torch"].get_num_threads())
         return record

@@ -3,6 +3,8 @@ process whose verdict is the one a per-case gate gives, and the report shows the
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import write_suite
 
@@ -42,6 +44,9 @@ def test_the_time_split_is_present_non_negative_and_within_the_process_wall_time
     assert rec["startup_s"] + rec["case_wall_s"] <= rec["process_s"] + 1e-6
     # The measured work is the timed iterations, which train_s is the median of (one repeat: equal).
     assert rec["measured_s"] == pytest.approx(rec["train_s"])
+    # The eager floor beside the solver: its time, the ratio to it, the loop time per step.
+    assert rec["floor_s"] > 0 and rec["floor_ratio"] == pytest.approx(rec["s_per_iter"] / rec["floor_s"])
+    assert rec["loop_s_per_step"] == pytest.approx(max(rec["s_per_iter"] - rec["floor_s"], 0.0) / rec["steps"])
     md = report.render(run_dir).read_text()
     assert "## Where the wall time went" in md and "| torch_custom | 1 |" in md
 
@@ -68,6 +73,7 @@ def test_a_jax_plugins_cases_share_one_gate_process_with_the_per_case_verdict(tm
     assert (run_dir / "logs" / "gate_diffrax.log").exists()
     for rec in records:
         assert rec["gate_shared"] is True and rec["gate"] == "pass" and rec["gate_s"] > 0
+        assert rec["jax_cache"] == "off"  # no $ODEBENCH_JAX_CACHE: every compile is cold
         # The shared gate's losses are those the case's own (isolated) gate computes.
         case = next(c for c in suite.cases() if c.id == rec["case_id"]).to_dict()
         alone = case_gate(case, suite.config, registry.get_plugin("diffrax"))
@@ -89,3 +95,82 @@ def test_phases_accumulate_and_the_loop_time_is_clipped_and_none_without_figures
     assert loop_s_per_step(0.5, 0.6, 4) == 0.0  # inside the timer's noise: clipped, never negative
     assert loop_s_per_step(1.0, None, 4) is None and loop_s_per_step(1.0, 0.5, 0) is None
     assert loop_s_per_step(float("nan"), 0.5, 3) is None
+
+
+@pytest.mark.parametrize("grad_mode", ["backprop", "adjoint"])
+def test_the_eager_floor_replays_exactly_the_iterations_evaluations_and_its_backward(grad_mode):
+    """The floor evaluates the field as often as the harness counted in the iteration, forward and
+    backward, and differentiates backprop's forward evaluations in one backward pass."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from odebench.backends.base import Batch
+    from odebench.backends.torch import counting, make_trainer
+    from odebench.measure import NFECounter
+    from odebench.models import MLPSpec, mlp_weights
+    from odebench.problems import PROBLEMS
+
+    spec = MLPSpec((2, 8, 2), "tanh", 0.1, 0.0)
+    problem = PROBLEMS["linear_spiral"](n_points=60, t1=3.0)
+    truth = problem.reference(problem.ts)
+    starts = np.arange(0, 40, 10)
+    batch = Batch(truth[starts], problem.ts[:5], np.stack([truth[starts + i] for i in range(5)]))
+    trainer = make_trainer(registry.get_plugin("torch_custom"), spec, mlp_weights(spec, 0), method="rk4",
+                           rtol=1e-7, atol=1e-9, grad_mode=grad_mode, max_steps=1000, lr=1e-3)
+    tb = trainer.to_batch(batch)
+    counted = trainer.instrumented(tb)
+    replay, steps = trainer.floor(tb)
+    assert steps == 4
+    counter = NFECounter()
+    with counting(trainer.field, counter):
+        replay()
+    assert counter.nfe_fwd == counted.nfe_fwd + counted.nfe_bwd == (16 if grad_mode == "backprop" else 32)
+    # backprop: one VJP through each forward evaluation; adjoint: one per reverse evaluation.
+    assert counter.n_vjp == 16
+    assert all(p.grad is None for p in trainer.field.parameters())  # the floor updates nothing
+
+
+def test_the_jax_cache_state_says_off_cold_warm_mixed_or_unused():
+    from odebench.backends.jax import CacheWatch
+
+    def state(folder, hits, misses):
+        w = CacheWatch(folder)
+        w._on_event("/jax/compilation_cache/cache_hits")  # outside a timed compile: not counted
+        w.in_compile = 1
+        for _ in range(hits):
+            w._on_event("/jax/compilation_cache/cache_hits")
+        for _ in range(misses):
+            w._on_event("/jax/compilation_cache/cache_misses")
+        w._on_event("/jax/something_else")
+        return w.record()
+
+    assert state(None, 0, 3)["jax_cache"] == "off"
+    assert state("/c", 0, 3) == {"jax_cache": "cold", "jax_cache_hits": 0, "jax_cache_misses": 3}
+    assert state("/c", 2, 0)["jax_cache"] == "warm" and state("/c", 2, 1)["jax_cache"] == "mixed"
+    assert state("/c", 0, 0)["jax_cache"] == "unused"
+
+
+def test_a_timed_compile_reads_cold_then_warm_from_the_persistent_cache(tmp_path):
+    """In a fresh interpreter (the cache folder is a process-wide JAX setting): the first compile of a
+    program misses the cache, a second process's compile of it hits, and compiles outside compile_s
+    (untimed passes) do not count."""
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from odebench.backends.jax import persistent_cache, timed_compile\n"
+        "watch = persistent_cache(sys.argv[1])\n"
+        "import jax, jax.numpy as jnp\n"
+        "jax.jit(lambda x: jnp.cos(x) - 1).lower(jnp.ones(5)).compile()  # untimed: not counted\n"
+        "timed_compile(jax.jit(lambda x: jnp.sin(x) * 3).lower(jnp.ones(4)).compile)\n"
+        "print(json.dumps(watch.record()))\n")
+    states = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cache")], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        states.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert states[0]["jax_cache"] == "cold" and states[0]["jax_cache_hits"] == 0
+    assert states[1]["jax_cache"] == "warm" and states[1]["jax_cache_misses"] == 0

@@ -109,6 +109,11 @@ class Trainer:
         """Current parameters as numpy arrays in the shared layer order (for the fairness gate)."""
         raise NotImplementedError
 
+    def floor(self, batch: Any) -> tuple[Any, int] | None:
+        """The eager floor of one iteration on ``batch`` and its forward steps, or None where the
+        backend cannot replay its field alone (see :func:`odebench.backends.torch.floor_replay`)."""
+        return None
+
     def eager(self) -> contextlib.AbstractContextManager:
         """A context in which a compiling plugin runs its solve op by op, compiling nothing (for
         untimed passes: the instrumented pass, predictions, the fairness gate). Default: no change."""

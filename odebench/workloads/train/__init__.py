@@ -45,7 +45,7 @@ TIME_SPLIT = ["setup_s", "gate_s", "gate_shared", "warmup_s", "measured_s", "unt
 COLUMNS = ["iterations_done", "repeats", "train_s", "train_s_iqr", "s_per_iter", "s_per_iter_iqr", "fwd_s",
            "bwd_s", "fused", "compile_s", "end_to_end_s", "n_traces", "final_mse", "final_loss", "nfe_fwd", "nfe_bwd", "n_vjp",
            "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "peak_rss_iqr", "rss_method", "saved_bytes", "gate", "gate_max_rel", "gate_reference_plugin",
-           "swap_solver", "swap_mse", "swap_mse_delta", "swap_message",
+           "swap_solver", "swap_mse", "swap_mse_delta", "swap_message", "floor_s", "floor_ratio", "loop_s_per_step",
            # Where the case's wall time went (besides the common process_s and startup_s); see case.run_case.
            *TIME_SPLIT]
 
@@ -90,6 +90,9 @@ class TrainWorkload(Workload):
         from odebench.worker import STARTED_ENV
 
         started = float(os.environ.get(STARTED_ENV, time.time()))
+        from odebench.backends.jax import CACHE_ENV, persistent_cache
+
+        persistent_cache(os.environ.get(CACHE_ENV) or None)  # the group is a JAX plugin's (shared_work_key)
         out = {}
         for c in cases:
             gate = case.case_gate(c, config, registry.get_plugin(c["plugin"]), isolate=False)

@@ -20,7 +20,11 @@ SUMMARY_NOTE = (
     "training iterations minus the resident set at their start (the untimed snapshot passes and their "
     "compiles are outside the region); saved KB is what autograd keeps for backward (torch only). "
     "compile s is JAX compile time, or a compiled torch plugin's (torchode_compiled), never part of the timings; end-to-end s is compile plus training, "
-    "what a user waits for the whole run. swap ΔMSE is the solver-swap check (Ott et al. 2021): the trained "
+    "what a user waits for the whole run; \"(cache)\" marks JAX compiles read back from the persistent "
+    "cache ($ODEBENCH_JAX_CACHE, off by default: jax_cache in the CSV says cold, warm or mixed). floor ms is the eager floor, timed beside the solver: the vector field's "
+    "evaluations of one iteration (recorded in an untimed pass) and their backward alone, no solver, loss or "
+    "optimiser (torch plugins; a fused JAX step cannot be taken apart); × floor is s/iter over it, loop µs/step "
+    "the iteration's time beyond it per forward step (the torchode paper's loop time). swap ΔMSE is the solver-swap check (Ott et al. 2021): the trained "
     "model's final MSE solved with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64) "
     "minus its final MSE with the solver it was trained with, untimed after training (0 when they are the same).")
 
@@ -42,7 +46,14 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "fwd/bwd ms": "fused" if len(ok) and ok["fused"].fillna(False).astype(bool).all() else
                           (f"{fmt(med.get('fwd_s', np.nan) * 1e3, '.2f')}/"
                            f"{fmt(med.get('bwd_s', np.nan) * 1e3, '.2f')}") if len(ok) else "–",
-            "compile s": fmt(med.get("compile_s"), ".2f"),
+            # The eager floor (the field's evaluations and their backward alone) and the solver's gap to it.
+            "floor ms": fmt(med.get("floor_s", np.nan) * 1e3, ".2f"),
+            "× floor": fmt(med.get("floor_ratio"), ".2f"),
+            "loop µs/step": fmt(med.get("loop_s_per_step", np.nan) * 1e6, ".1f"),
+            # A compile read back from JAX's persistent cache is not a cold compile: said so in the cell.
+            "compile s": fmt(med.get("compile_s"), ".2f") + (
+                " (cache)" if len(ok) and ok.get("jax_cache", pd.Series(dtype=object)).isin(["warm", "mixed"]).any()
+                else ""),
             "end-to-end s": fmt(med.get("end_to_end_s"), ".2f"),
             "final MSE": fmt(med.get("final_mse"), ".4g"),
             # The solver-swap check (odebench.swap): final MSE with the reference solver minus with the trained one.
