@@ -111,6 +111,37 @@ def loop_s_per_step(solve_s: float | None, field_s: float | None, n_steps: float
     return max(solve_s - field_s, 0.0) / n_steps
 
 
+#: Timed replays of the eager floor per case (after one untimed): the median is the floor.
+FLOOR_ROUNDS = 10
+
+
+def floor_fields(floor: tuple[Callable[[], Any], int] | None, sync: Callable[[], None],
+                 iter_s: float) -> dict[str, Any]:
+    """The eager floor of one iteration (or solve), timed beside the solver, and the solver's gap to it.
+
+    Arguments:
+        floor: ``(replay, n_steps)``: a callable evaluating the field alone at the states one
+            iteration evaluated it, with their backward (:func:`odebench.backends.torch.floor_replay`),
+            and the forward steps of that iteration; None where the backend has none (a fused JAX step).
+        sync: the device sync around each timed replay.
+        iter_s: the case's median seconds per iteration (solve, loss, gradient and, in training, the update).
+
+    Returns:
+        ``floor_s`` (median seconds of the replay over :data:`FLOOR_ROUNDS`), ``floor_ratio``
+        (``iter_s / floor_s``) and ``loop_s_per_step`` (:func:`loop_s_per_step` per forward step);
+        empty when ``floor`` is None.
+    """
+    if floor is None:
+        return {}
+    replay, n_steps = floor
+    replay()  # warm-up
+    with gc_off():
+        times = [timed(replay, sync)[1] for _ in range(FLOOR_ROUNDS)]
+    median = summarize(times)["median"]
+    return {"floor_s": median, "floor_ratio": iter_s / median if median > 0 else None,
+            "loop_s_per_step": loop_s_per_step(iter_s, median, n_steps)}
+
+
 # --------------------------------------------------------------------------- memory
 def _proc_status_kb(key: str) -> int | None:
     try:

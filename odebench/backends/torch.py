@@ -151,6 +151,23 @@ def floor_replay(field: nn.Module, fwd: list[tuple[Any, torch.Tensor]], bwd: lis
     return replay
 
 
+def floor_of(field: nn.Module, loss_fn: Callable[[], tuple[torch.Tensor, SolveStats | None]],
+             params: list[torch.Tensor]) -> tuple[Callable[[], None], int]:
+    """The eager floor of one forward + backward (:func:`floor_replay`) and its forward steps.
+
+    The field's calls are recorded in one untimed run of ``loss_fn`` and the gradient with respect to
+    ``params`` (nothing is updated): the forward ones are replayed with a graph and one backward where
+    the grad mode stores the steps (no evaluation in the backward pass), else without one, and the
+    backward ones each with a VJP.
+    """
+    with recording(field) as states:
+        loss, stats = loss_fn()
+        n_fwd = len(states)
+        torch.autograd.grad(loss, params, allow_unused=True)
+    fwd, bwd = states[:n_fwd], states[n_fwd:]
+    return floor_replay(field, fwd, bwd, graph=not bwd), (stats.n_steps if stats is not None else 0) or 0
+
+
 def instrumented_pass(loss_fn: Callable[[], tuple[torch.Tensor, SolveStats | None]], field: nn.Module | None,
                       params: list[torch.Tensor]) -> InstrumentedPass:
     """One untimed forward + backward with counting on; no parameter is updated.
@@ -314,18 +331,13 @@ class TorchTrainer(Trainer):
             return instrumented_pass(loss_fn, self.field, list(self.field.parameters()))
 
     def floor(self, batch) -> tuple[Callable[[], None], int]:
-        """The eager floor of one iteration on ``batch`` (:func:`floor_replay`) and the forward steps it has.
-
-        The field's calls are recorded in one untimed forward and backward (no update): the forward
-        ones are replayed with a graph and one backward where the grad mode stores the steps (no
-        evaluation in the backward pass), else without one, and the backward ones each with a VJP.
-        """
-        with self.eager(), recording(self.field) as states:
+        """The eager floor of one iteration on ``batch`` and its forward steps (:func:`floor_of`)."""
+        def loss_fn():
             loss, sol = self._loss(self.field, batch)
-            n_fwd = len(states)
-            torch.autograd.grad(loss, list(self.field.parameters()), allow_unused=True)
-        fwd, bwd = states[:n_fwd], states[n_fwd:]
-        return floor_replay(self.field, fwd, bwd, graph=not bwd), sol.stats.n_steps or 0
+            return loss, sol.stats
+
+        with self.eager():
+            return floor_of(self.field, loss_fn, list(self.field.parameters()))
 
     def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
         kw = dict(self.solve_kw, grad_mode=self.plugin.grad_modes[0])

@@ -16,7 +16,7 @@ import numpy as np
 from odebench.backends import Batch, get_backend
 from odebench.failures import failure_fields
 from odebench.fairness import GATE_RTOL, GateResult, fairness_gate, isolated_fairness_gate
-from odebench.measure import PeakRSS, Phases, gc_off, loop_s_per_step, summarize, timed
+from odebench.measure import PeakRSS, Phases, floor_fields, gc_off, summarize, timed
 from odebench.models import MLPSpec, mlp_weights
 from odebench.problems import PROBLEMS
 from odebench.protocol import SolveFailed, SolverPlugin, Status
@@ -127,7 +127,7 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
         phases.seconds["warmup"] = max(phases.seconds["warmup"] - compiled_in_warmup, 0.0)
         if rec["status"] == str(Status.OK):
             start = time.perf_counter()
-            rec.update(floor_fields(trainer, trainer.to_batch(batches[0]), rec["s_per_iter"]))
+            rec.update(floor_fields(trainer.floor(trainer.to_batch(batches[0])), trainer.sync, rec["s_per_iter"]))
             rec["untimed_s"] += time.perf_counter() - start
         rec["compile_s"] = trainer.compile_s
         # What a user waits for the whole training run: compiling (JAX) plus the timed iterations.
@@ -142,37 +142,6 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
     rec.update(phases.record())
     rec["case_wall_s"] = time.perf_counter() - t_case
     return rec
-
-
-#: Timed replays of the eager floor per case (after one untimed): the median is the floor.
-FLOOR_ROUNDS = 10
-
-
-def floor_fields(trainer, batch, s_per_iter: float) -> dict[str, Any]:
-    """The eager floor of a training iteration, timed beside the solver, and the solver's gap to it.
-
-    Arguments:
-        trainer: the trained trainer; its :meth:`~odebench.backends.base.Trainer.floor` records the
-            field's evaluations of one iteration on ``batch`` (untimed) and replays them alone.
-        batch: a training batch, as :meth:`to_batch` returns it.
-        s_per_iter: the case's median seconds per training iteration.
-
-    Returns:
-        ``floor_s`` (median seconds of the field's evaluations and their backward alone),
-        ``floor_ratio`` (``s_per_iter / floor_s``) and ``loop_s_per_step`` (the iteration's time
-        beyond the floor per forward step, :func:`odebench.measure.loop_s_per_step`); empty where
-        the backend has no floor (JAX: its fused step cannot be taken apart).
-    """
-    got = trainer.floor(batch)
-    if got is None:
-        return {}
-    replay, n_steps = got
-    replay()  # warm-up
-    with gc_off():
-        times = [timed(replay, trainer.sync)[1] for _ in range(FLOOR_ROUNDS)]
-    floor = summarize(times)["median"]
-    return {"floor_s": floor, "floor_ratio": s_per_iter / floor if floor > 0 else None,
-            "loop_s_per_step": loop_s_per_step(s_per_iter, floor, n_steps)}
 
 
 def case_gate(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin, spec: MLPSpec | None = None,
