@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from odebench.protocol import SolverPlugin
+
+if TYPE_CHECKING:  # a case's process loads its workload without pandas (seconds of its start-up)
+    import pandas as pd
 
 #: A field spec as :mod:`odebench.schema` reads it: ``(type, constraint)``.
 FieldSpec = tuple[Any, Any]

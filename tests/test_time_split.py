@@ -174,3 +174,21 @@ def test_a_timed_compile_reads_cold_then_warm_from_the_persistent_cache(tmp_path
         states.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert states[0]["jax_cache"] == "cold" and states[0]["jax_cache_hits"] == 0
     assert states[1]["jax_cache"] == "warm" and states[1]["jax_cache_misses"] == 0
+
+
+def test_a_torch_case_process_imports_no_other_framework_nor_the_reporting_stack():
+    """What a spiral case's process loads before its work: not JAX, pandas, matplotlib or scipy's
+    integrators (seconds of start-up per case on a small machine)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from odebench.worker import execute\n"
+              "from odebench import registry\n"
+              "registry.get_plugin('torch_custom'); registry.get_workload('train')\n"
+              "from odebench.workloads.train import case\n"
+              "print(sorted(m for m in ('jax', 'pandas', 'matplotlib', 'scipy.integrate', 'odebench.claims') "
+              "if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

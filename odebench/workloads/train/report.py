@@ -11,22 +11,7 @@ import pandas as pd
 from odebench.tables import UNSTABLE, fmt, groups, unstable
 from odebench.workloads.train.case import make_problem
 
-SUMMARY_NOTE = (
-    "Median over seeds; s/iter is the median over iterations (IQR in brackets), forward and backward "
-    "timed apart between device syncs with GC off. NFE-F / NFE-B are counted by the harness in untimed "
-    "instrumented passes (mean over the snapshot iterations): NFE-B is every vector-field evaluation "
-    "during the backward pass, for every plugin (0 for a backprop that stores its steps; \"recomputes\" "
-    "marks a backprop that evaluates again, i.e. checkpoints). peak RSS is the largest peak over the "
-    "training iterations minus the resident set at their start (the untimed snapshot passes and their "
-    "compiles are outside the region); saved KB is what autograd keeps for backward (torch only). "
-    "compile s is JAX compile time, or a compiled torch plugin's (torchode_compiled), never part of the timings; end-to-end s is compile plus training, "
-    "what a user waits for the whole run; \"(cache)\" marks JAX compiles read back from the persistent "
-    "cache ($ODEBENCH_JAX_CACHE, off by default: jax_cache in the CSV says cold, warm or mixed). floor ms is the eager floor, timed beside the solver: the vector field's "
-    "evaluations of one iteration (recorded in an untimed pass) and their backward alone, no solver, loss or "
-    "optimiser (torch plugins; a fused JAX step cannot be taken apart); × floor is s/iter over it, loop µs/step "
-    "the iteration's time beyond it per forward step (the torchode paper's loop time). swap ΔMSE is the solver-swap check (Ott et al. 2021): the trained "
-    "model's final MSE solved with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64) "
-    "minus its final MSE with the solver it was trained with, untimed after training (0 when they are the same).")
+from odebench.workloads.train import SUMMARY_NOTE  # noqa: F401 - the note beside the table it explains
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
