@@ -134,4 +134,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # The record is written and closed: skip the interpreter's finalisation, whose teardown of torch
+    # (with torch._dynamo loaded by any optimiser) took over a second per case on a 2-core machine.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
