@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from odebench.protocol import Status
-from odebench.worker import PARENT_ENV
+from odebench.worker import PARENT_ENV, STARTED_ENV
 
 
 class CaseCancelled(Exception):
@@ -60,11 +60,13 @@ def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Ca
         job_path, out = Path(tmp) / "job.json", Path(tmp) / "record.json"
         job_path.write_text(json.dumps(job))
         with open(log, "w") as fh:
+            launched = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job_path), str(out)],
                                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=os.environ | {PARENT_ENV: str(os.getpid())})
+                                    env=os.environ | {PARENT_ENV: str(os.getpid()), STARTED_ENV: repr(time.time())})
             try:
                 code = _wait(proc, timeout, poll, poll_s)
+                process_s = time.perf_counter() - launched
             except subprocess.TimeoutExpired:
                 _stop(proc)
                 return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
@@ -74,7 +76,8 @@ def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Ca
                 _stop(proc)
                 raise
         if out.exists():
-            return json.loads(out.read_text())
+            # The whole process, interpreter start to exit: what the case cost in wall time.
+            return json.loads(out.read_text()) | {"process_s": process_s}
         tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
         if code == -signal.SIGKILL:
             # Killed by someone else than us: on Linux that is almost always the OOM killer.

@@ -209,6 +209,10 @@ def cmd_run(args) -> int:
                          f"the profile of {', '.join(suite.profiles)} that holds the base settings")
     if not cases:
         raise UsageError("the filters leave no case to run")
+    cache = os.environ.get("ODEBENCH_JAX_CACHE")  # backends.jax.CACHE_ENV, without importing JAX here
+    if cache and Path(cache).exists() and not Path(cache).is_dir():
+        raise UsageError(f"ODEBENCH_JAX_CACHE={cache!r} is not a folder; valid: a folder (made when missing), "
+                         "or unset for no persistent JAX cache")
     spec = runner.RunSpec(
         suite_path=str(Path(args.suite).resolve()), profile=suite.profile,
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,

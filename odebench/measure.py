@@ -59,6 +59,89 @@ def summarize(values: list[float] | np.ndarray) -> dict[str, float]:
     return {"median": float(q50), "iqr": float(q75 - q25), "n": int(arr.size)}
 
 
+class Phases:
+    """Wall seconds spent in named phases of a case, for the record's ``<phase>_s`` columns.
+
+    ``with phases("gate"): ...`` adds the block's wall time to ``gate``; a phase entered
+    twice accumulates. Only untimed bookkeeping: the measured work keeps its own timers.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def start(self, name: str) -> None:
+        """Open phase ``name`` until :meth:`stop` (for a phase that a ``with`` block cannot wrap)."""
+        self._open = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        """Close the phase :meth:`start` opened, adding its wall time."""
+        name, start = self._open
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def record(self) -> dict[str, float]:
+        """``{"<phase>_s": seconds}`` for every phase entered."""
+        return {f"{name}_s": s for name, s in self.seconds.items()}
+
+
+def loop_s_per_step(solve_s: float | None, field_s: float | None, n_steps: float | None) -> float | None:
+    """The solver's own time per step beyond its vector field's cost (the torchode paper's loop time).
+
+    Arguments:
+        solve_s: seconds of the solve (or of a whole training iteration).
+        field_s: seconds of the vector field's evaluations alone (and their backward where
+            ``solve_s`` includes one), at the same states: the eager floor.
+        n_steps: the steps the solve took (forward and reverse, where both are in ``solve_s``).
+
+    Returns:
+        ``max(solve_s - field_s, 0) / n_steps``: clipped at 0 where the difference is inside
+        the timer's noise; None when a figure is missing or there are no steps.
+    """
+    if solve_s is None or field_s is None or not n_steps:
+        return None
+    if not (math.isfinite(solve_s) and math.isfinite(field_s)):
+        return None
+    return max(solve_s - field_s, 0.0) / n_steps
+
+
+#: Timed replays of the eager floor per case (after one untimed): the median is the floor.
+FLOOR_ROUNDS = 10
+
+
+def floor_fields(floor: tuple[Callable[[], Any], int] | None, sync: Callable[[], None],
+                 iter_s: float) -> dict[str, Any]:
+    """The eager floor of one iteration (or solve), timed beside the solver, and the solver's gap to it.
+
+    Arguments:
+        floor: ``(replay, n_steps)``: a callable evaluating the field alone at the states one
+            iteration evaluated it, with their backward (:func:`odebench.backends.torch.floor_replay`),
+            and the forward steps of that iteration; None where the backend has none (a fused JAX step).
+        sync: the device sync around each timed replay.
+        iter_s: the case's median seconds per iteration (solve, loss, gradient and, in training, the update).
+
+    Returns:
+        ``floor_s`` (median seconds of the replay over :data:`FLOOR_ROUNDS`), ``floor_ratio``
+        (``iter_s / floor_s``) and ``loop_s_per_step`` (:func:`loop_s_per_step` per forward step);
+        empty when ``floor`` is None.
+    """
+    if floor is None:
+        return {}
+    replay, n_steps = floor
+    replay()  # warm-up
+    with gc_off():
+        times = [timed(replay, sync)[1] for _ in range(FLOOR_ROUNDS)]
+    median = summarize(times)["median"]
+    return {"floor_s": median, "floor_ratio": iter_s / median if median > 0 else None,
+            "loop_s_per_step": loop_s_per_step(iter_s, median, n_steps)}
+
+
 # --------------------------------------------------------------------------- memory
 def _proc_status_kb(key: str) -> int | None:
     try:

@@ -23,7 +23,12 @@ RUN_INFO = "run.json"
 #: Columns every record has, whatever its workload; the workload's ``columns`` follow.
 CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework", "plugin_version", "nfe_source",
                 "batch_stepping", "method", "grad_mode", "rtol", "atol", "seed", "device"]
-OUTCOME_COLUMNS = ["status", "message", "case_wall_s"]
+#: ``process_s``: the case process's wall time, launch to exit; ``startup_s``: of that, the part before its
+#: workload began (interpreter start, imports of odebench, the plugin and its framework).
+#: ``jax_cache``: for a JAX case, whether its compiles were cold or read from the persistent cache
+#: (``$ODEBENCH_JAX_CACHE``; ``off`` without it), see :class:`odebench.backends.jax.CacheWatch`.
+OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s", "jax_cache", "jax_cache_hits",
+                   "jax_cache_misses"]
 
 #: Statuses of cases that never ran (they cannot run here; nothing broke): listed under
 #: "Not run" in a report, skipped by regress and asv.
@@ -125,7 +130,7 @@ def to_frame(records: list[dict[str, Any]], workload: Any) -> pd.DataFrame:
     """
     columns = CASE_COLUMNS + list(workload.axes) + OUTCOME_COLUMNS + list(workload.columns)
     df = pd.DataFrame([{c: r.get(c) for c in columns} for r in records], columns=columns)
-    for col in ("rtol", "atol", "case_wall_s"):
+    for col in ("rtol", "atol", "case_wall_s", "process_s", "startup_s"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 

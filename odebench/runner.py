@@ -106,9 +106,33 @@ def _plugin_meta(name: str) -> dict[str, Any]:
             "batch_stepping": cls.batch_stepping}
 
 
-def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: float) -> dict[str, Any]:
+def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: float,
+                  shared: dict[str, Any] | None = None) -> dict[str, Any]:
     log_dir.mkdir(exist_ok=True)
-    return run_case_process({"case": case.to_dict(), "config": config}, log_dir / log_name(case.id), timeout)
+    return run_case_process({"case": case.to_dict() | (shared or {}), "config": config},
+                            log_dir / log_name(case.id), timeout)
+
+
+def _shared_work(cases: list[Case], config: dict[str, Any], log_dir: Path, timeout: float) -> dict[str, dict[str, Any]]:
+    """The workload's shared untimed work (:meth:`~odebench.workload.Workload.shared_work`), one fresh
+    process per group of cases, before any case of the run is timed; ``{case_id: fields}``.
+
+    A group whose process fails or times out gives nothing: its cases then do the work themselves.
+    """
+    workload = registry.get_workload(config["suite"]["workload"])
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        d = case.to_dict()
+        key = workload.shared_work_key(d, config)
+        if key is not None:
+            groups.setdefault(key, []).append(d | {"case_id": case.id})
+    out: dict[str, dict[str, Any]] = {}
+    for key, group in groups.items():
+        log_dir.mkdir(exist_ok=True)
+        result = run_case_process({"shared": group, "config": config}, log_dir / log_name(key),
+                                  timeout * len(group))
+        out.update({k: v for k, v in result.items() if isinstance(v, dict)})
+    return out
 
 
 def _run_inline(case: Case, config: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +237,10 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
         bar.finish(case, record)
 
     try:
+        shared: dict[str, dict[str, Any]] = {}
+        if isolation == "process" and executor is None:
+            shared = _shared_work([c for c in todo if _static_outcome(c) is None], suite.config,
+                                  run_dir / "logs", timeout)
         runnable = []
         for case in todo:
             bar.start(case)
@@ -223,7 +251,7 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
                 continue
             if outcome is None:
                 if isolation == "process":
-                    outcome = _run_isolated(case, suite.config, run_dir / "logs", timeout)
+                    outcome = _run_isolated(case, suite.config, run_dir / "logs", timeout, shared.get(case.id))
                 else:
                     outcome = _run_inline(case, suite.config)
             outcome.setdefault("case_wall_s", time.perf_counter() - started)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odebench import claims, registry
+from odebench import registry
 from odebench.protocol import DEVICES, FIXED_METHODS, GRAD_MODES, METHODS
 from odebench.schema import NAME_RULE, SuiteError, check_section, check_value, choices, merge  # noqa: F401
 from odebench.workload import Workload
@@ -203,6 +203,8 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     if "name" not in config["suite"]:
         raise SuiteError(f"{where}: [suite] has no 'name'")
     registry.get_workload(workload).validate(config, where)
+    from odebench import claims  # here: importing odebench (a case's process) need not load pandas
+
     config["claims"] = claims.validate(raw.get("claims", {}), registry.get_workload(workload), where)
     return config
 
@@ -289,6 +291,8 @@ def load_suite(path: str | Path, profile: str | None = None,
     else:
         where = f"{file} (profile {chosen!r})"
     config = _validate(raw, where)
+    from odebench import claims
+
     claims.check_profiles(config["claims"], names, where)
     return Suite(config["suite"]["name"], file.parent, chosen, config, names, default)
 

@@ -27,8 +27,21 @@ PARENT_ENV = "ODEBENCH_PARENT_PID"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def execute(case: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Measure one case and return its workload's record fields (never raises for a failed case)."""
+#: The environment variable through which the runner gives the worker its start time (``time.time()``).
+STARTED_ENV = "ODEBENCH_CASE_STARTED"
+
+
+def execute(case: dict[str, Any], config: dict[str, Any], started: float | None = None) -> dict[str, Any]:
+    """Measure one case and return its workload's record fields (never raises for a failed case).
+
+    Arguments:
+        case, config: the case's fields and the suite's settings.
+        started: ``time.time()`` when the case's process was launched; the record's ``startup_s``
+            is the wall time from then until the case's plugin and framework are imported and its
+            workload begins. None (a case run in the caller's process): no ``startup_s``.
+    """
+    import importlib
+
     from odebench import registry
 
     try:
@@ -36,12 +49,23 @@ def execute(case: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - reported as a row
         return {"status": str(Status.UNAVAILABLE), "message": str(exc)}
     try:
+        framework = plugin.backend_framework()
+        if framework in ("torch", "jax"):  # imported here so that startup_s holds its import
+            importlib.import_module(framework)
         threads = config["measure"].get("threads", 0)
-        if threads and plugin.backend_framework() == "torch":
+        if threads and framework == "torch":
             import torch
 
             torch.set_num_threads(threads)
-        record = registry.get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
+        cache = None
+        if framework == "jax":  # before anything compiles; its state travels with the record
+            from odebench.backends.jax import CACHE_ENV, persistent_cache
+
+            cache = persistent_cache(os.environ.get(CACHE_ENV) or None)
+        startup = {} if started is None else {"startup_s": max(time.time() - started, 0.0)}
+        record = startup | registry.get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
+        if cache is not None:
+            record.update(cache.record())
         if "torch" in sys.modules:  # what the case really ran with, not the driver's setting
             record.setdefault("torch_threads", sys.modules["torch"].get_num_threads())
         return record
@@ -97,11 +121,22 @@ def main(argv: list[str]) -> int:
     in_path, out_path = argv
     with open(in_path) as fh:
         job = json.load(fh)
-    record = execute(job["case"], job["config"])
+    if "shared" in job:  # untimed work a group of cases shares (Workload.shared_work)
+        from odebench import registry
+
+        record = registry.get_workload(job["config"]["suite"]["workload"]).shared_work(job["shared"], job["config"])
+    else:
+        started = os.environ.get(STARTED_ENV)
+        record = execute(job["case"], job["config"], float(started) if started else None)
     with open(out_path, "w") as fh:
         json.dump(record, fh)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # The record is written and closed: skip the interpreter's finalisation, whose teardown of torch
+    # (with torch._dynamo loaded by any optimiser) took over a second per case on a 2-core machine.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

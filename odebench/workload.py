@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from odebench.protocol import SolverPlugin
+
+if TYPE_CHECKING:  # a case's process loads its workload without pandas (seconds of its start-up)
+    import pandas as pd
 
 #: A field spec as :mod:`odebench.schema` reads it: ``(type, constraint)``.
 FieldSpec = tuple[Any, Any]
@@ -84,6 +85,24 @@ class Workload(abc.ABC):
             odebench.schema.SuiteError: one line naming the file and what is wrong with it.
         """
         return  # nothing to read beyond the suite file
+
+    def shared_work_key(self, case: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """The group whose cases share untimed work done once, in one process, before any of them runs.
+
+        Called in the runner's process (cheaply: no framework import). None (the default): the
+        case does all its work in its own process. Cases with the same key are given together to
+        :meth:`shared_work` in one fresh process; the train workload gates all of a JAX plugin's
+        cases there instead of starting a gate interpreter per case.
+        """
+        return None
+
+    def shared_work(self, cases: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Do the shared untimed work of one group; ``{case_id: fields}`` added to each case's fields.
+
+        Runs in a fresh process of its own, never in a timed case's. A case missing from the
+        result (the group's process failed, or timed out) does the work itself in its own process.
+        """
+        return {}
 
     @abc.abstractmethod
     def run_case(self, case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin) -> dict[str, Any]:

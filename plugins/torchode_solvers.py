@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from typing import Any, ClassVar
 
 from odebench.protocol import Solution, SolverPlugin, SolveStats, Status
@@ -397,23 +396,7 @@ class TorchodeCompiledPlugin(TorchodePlugin):
         return solver(problem, term=term, dt0=dt0)
 
     def prepare(self, f, y0, ts, **solve_kw) -> float | None:
-        """Compile for these shapes: one solve and one backward pass, gradients discarded.
+        """Compile for these shapes (see :func:`odebench.backends.torch.compile_by_running`)."""
+        from odebench.backends.torch import compile_by_running
 
-        Arguments:
-            f, y0, ts: as for :meth:`odeint`; ``f``'s parameters get no ``.grad``.
-            solve_kw: the keywords of the timed :meth:`odeint` calls.
-
-        Returns:
-            Seconds spent (tracing, compiling and running once).
-        """
-        import torch
-
-        start = time.perf_counter()
-        sol = self.odeint(f, y0, ts, **solve_kw)
-        if sol.ok and sol.ys.requires_grad:
-            inputs = [p for p in f.parameters() if p.requires_grad] if isinstance(f, torch.nn.Module) else []
-            if y0.requires_grad:
-                inputs.append(y0)
-            if inputs:
-                torch.autograd.grad(sol.ys.square().sum(), inputs, allow_unused=True)
-        return time.perf_counter() - start
+        return compile_by_running(self, f, y0, ts, **solve_kw)

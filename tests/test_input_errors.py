@@ -202,3 +202,10 @@ def test_help_says_what_report_and_the_list_flags_take():
     run = " ".join(odebench_cli("run", "--help").stdout.split())
     for flag in ("--plugin", "--method", "--grad", "--seed", "--device"):
         assert f"{flag} {flag[2:].upper()} only these" in run and "comma-separated" in run.split(flag)[2][:80]
+
+
+def test_a_jax_cache_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "cache.txt"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("ODEBENCH_JAX_CACHE", str(not_a_folder))
+    refused(tmp_path, "run", str(_suite(tmp_path)), needles=("ODEBENCH_JAX_CACHE", "not a folder"))

@@ -234,6 +234,10 @@ def test_tiny_profile_runs_end_to_end_and_cuda_without_gpu_is_unsupported(tmp_pa
             assert r["nfe_fwd"] == 4 * n and r["nfe_agree"] is True
             assert r["nfe_bwd"] == (0 if grad == "backprop" else 4 * n)
             assert r["peak_bytes"] >= 0 and r["saved_bytes"] > 0 and r["fwd_s"] > 0 and r["bwd_s"] > 0
+            # The eager floor beside the timed passes, and the loop time per step over it.
+            iter_s = r["fwd_s"] + r["bwd_s"]
+            assert r["floor_s"] > 0 and r["floor_ratio"] == pytest.approx(iter_s / r["floor_s"])
+            assert r["loop_s_per_step"] == pytest.approx(max(iter_s - r["floor_s"], 0.0) / n)
         assert by[("checkpoint", "cpu", n)]["status"] == "unsupported"  # torchdiffeq has no checkpoint
     # Backprop keeps every step's activations: 4 × 64 × (16 + 64) float32 per step.
     saved = by[("backprop", "cpu", 8)]["saved_bytes"] - by[("backprop", "cpu", 2)]["saved_bytes"]
@@ -243,7 +247,7 @@ def test_tiny_profile_runs_end_to_end_and_cuda_without_gpu_is_unsupported(tmp_pa
             if key[1] == "cuda" and key[0] != "checkpoint":
                 assert r["status"] == "unsupported" and "no CUDA device" in r["message"], r
     md = report.render(run_dir).read_text()
-    assert "slope MB/step" in md and "## Class rules" in md and "## Per depth" in md
+    assert "slope MB/step" in md and "loop µs/step @n_max" in md and "## Class rules" in md and "## Per depth" in md
     assert sorted(p.name for p in (run_dir / "figures").iterdir()) == ["memory_vs_steps.png", "time_vs_steps.png"]
     df = pd.read_csv(run_dir / "results.csv")
     assert {"block", "n_steps", "peak_bytes", "saved_bytes", "nfe_fwd", "nfe_bwd"} <= set(df.columns)

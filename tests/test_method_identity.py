@@ -166,9 +166,20 @@ def _fixed_solve(name: str, method: str, stepping: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- fixed steps
-@pytest.mark.parametrize("stepping", ["grid", "step_size"])
-@pytest.mark.parametrize("method", FIXED_METHODS)
-@pytest.mark.parametrize("name", PLUGINS)
+def _fixed_cases() -> list:
+    """Every plugin × fixed method × stepping; a torch_custom_compiled case compiles (a minute on 2 cores),
+    so beyond rk4 on the grid its cases are ``slow`` (its eager twin runs the same algorithm in all)."""
+    out = []
+    for name in PLUGINS:
+        for method in FIXED_METHODS:
+            for stepping in ("grid", "step_size"):
+                slow = name == "torch_custom_compiled" and (method, stepping) != ("rk4", "grid")
+                out.append(pytest.param(name, method, stepping, id=f"{name}-{method}-{stepping}",
+                                        marks=[pytest.mark.slow] if slow else []))
+    return out
+
+
+@pytest.mark.parametrize(("name", "method", "stepping"), _fixed_cases())
 def test_fixed_step_method_is_the_tableau_of_its_name(name, method, stepping):
     """Each plugin's fixed-step ``method`` is, step for step, the tableau of that name."""
     ys = _fixed_solve(name, method, stepping)

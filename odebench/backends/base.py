@@ -8,6 +8,7 @@ must not see (NFE counting, saved-bytes hooks, snapshots) goes through the untim
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,3 +108,13 @@ class Trainer:
     def parameters_numpy(self) -> list[np.ndarray]:
         """Current parameters as numpy arrays in the shared layer order (for the fairness gate)."""
         raise NotImplementedError
+
+    def floor(self, batch: Any) -> tuple[Any, int] | None:
+        """The eager floor of one iteration on ``batch`` and its forward steps, or None where the
+        backend cannot replay its field alone (see :func:`odebench.backends.torch.floor_replay`)."""
+        return None
+
+    def eager(self) -> contextlib.AbstractContextManager:
+        """A context in which a compiling plugin runs its solve op by op, compiling nothing (for
+        untimed passes: the instrumented pass, predictions, the fairness gate). Default: no change."""
+        return contextlib.nullcontext()

@@ -32,6 +32,78 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 
 
+#: The environment variable naming a folder for JAX's persistent compilation cache (unset: no cache,
+#: every compile is cold).
+CACHE_ENV = "ODEBENCH_JAX_CACHE"
+
+
+class CacheWatch:
+    """JAX's persistent compilation cache in this process, and what it did for the compiles that
+    ``compile_s`` times (see :func:`persistent_cache` and :func:`timed_compile`).
+
+    Only those compiles count: an untimed pass may legitimately read a program another case (or
+    this one) wrote, which says nothing about whether ``compile_s`` was a cold compile.
+    """
+
+    def __init__(self, folder: str | None):
+        self.folder = folder
+        self.hits = self.misses = 0
+        self.in_compile = 0
+
+    def _on_event(self, event: str, **_kw: Any) -> None:
+        if not self.in_compile:
+            return
+        if event == "/jax/compilation_cache/cache_hits":
+            self.hits += 1
+        elif event == "/jax/compilation_cache/cache_misses":
+            self.misses += 1
+
+    def record(self) -> dict[str, Any]:
+        """``jax_cache``: ``off`` (no cache: every compile cold), ``cold`` (every compile in compile_s
+        missed the cache), ``warm`` (every one was read from it: compile_s is not a cold compile),
+        ``mixed``, or ``unused`` (none went through the cache); with the counts of hits and misses."""
+        if self.folder is None:
+            state = "off"
+        elif self.hits and self.misses:
+            state = "mixed"
+        else:
+            state = "warm" if self.hits else "cold" if self.misses else "unused"
+        return {"jax_cache": state, "jax_cache_hits": self.hits, "jax_cache_misses": self.misses}
+
+
+_WATCH: CacheWatch | None = None
+
+
+def timed_compile(compile_fn: Callable[[], Any]) -> Any:
+    """Run ``compile_fn`` (a compile that ``compile_s`` times), its cache hits and misses counted."""
+    if _WATCH is None:
+        return compile_fn()
+    _WATCH.in_compile += 1
+    try:
+        return compile_fn()
+    finally:
+        _WATCH.in_compile -= 1
+
+
+def persistent_cache(folder: str | None) -> CacheWatch:
+    """Turn on JAX's persistent compilation cache in ``folder`` (None: leave it off) and watch it.
+
+    Every compile is cached (no minimum compile time or size), so a second run of the same cases
+    reads its programs back; the returned watch counts the hits and misses from now on, so a record
+    says whether its compile time was cold or read from the cache. Call before anything compiles.
+    """
+    import jax
+
+    global _WATCH
+    watch = _WATCH = CacheWatch(folder)
+    if folder is not None:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.monitoring.register_event_listener(watch._on_event)
+    return watch
+
+
 @functools.cache
 def _mlp_class() -> type:
     import equinox as eqx
@@ -330,7 +402,7 @@ class JaxTrainer(Trainer):
         if key not in self._compiled:
             start = time.perf_counter()
             lowered = jax.jit(self._step).lower(self.model, self.opt_state, *jb)
-            self._compiled[key] = lowered.compile()
+            self._compiled[key] = timed_compile(lowered.compile)
             self.compile_s += time.perf_counter() - start
         return self._compiled[key]
 

@@ -4,6 +4,7 @@ instrumented (NFE-counting) pass every torch workload uses."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -100,6 +101,73 @@ def counting(module: nn.Module, counter: NFECounter) -> Iterator[NFECounter]:
         handle.remove()
 
 
+@contextlib.contextmanager
+def recording(module: nn.Module) -> Iterator[list[tuple[Any, torch.Tensor]]]:
+    """Record the inputs ``(t, y)`` of ``module``'s calls (detached copies), in call order."""
+    states: list[tuple[Any, torch.Tensor]] = []
+
+    def hook(_module, inputs, _out):
+        t, y = inputs
+        states.append((t.detach().clone() if isinstance(t, torch.Tensor) else t, y.detach().clone()))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield states
+    finally:
+        handle.remove()
+
+
+def floor_replay(field: nn.Module, fwd: list[tuple[Any, torch.Tensor]], bwd: list[tuple[Any, torch.Tensor]] = (),
+                 *, graph: bool = False) -> Callable[[], None]:
+    """The eager floor: a callable that evaluates the vector field alone at recorded states, and
+    differentiates those evaluations as the solve's backward pass did, with no solver around them.
+
+    What is left of a solve's (or a training iteration's) time over the floor's is the solver's own
+    loop: its steps, controller, output and, for training, the loss and the optimiser step.
+
+    Arguments:
+        field: the vector field (its parameters are what the backward differentiates).
+        fwd: the states of the forward solve's evaluations.
+        bwd: the states of the backward pass's evaluations (an adjoint's reverse solve, a
+            checkpoint's recomputation): each evaluated and differentiated on its own (a VJP).
+        graph: differentiate the forward evaluations (backprop stores them): one backward pass
+            through all of them, with unit cotangents. False: they run without a graph.
+    """
+    params = [p for p in field.parameters() if p.requires_grad]
+    # Cotangents made once, outside the replay: making them is no part of the field's cost.
+    fwd_cot = [torch.ones_like(y) for _, y in fwd] if graph else []
+    bwd_cot = [torch.ones_like(y) for _, y in bwd]
+    for _, y in bwd:
+        y.requires_grad_(True)
+
+    def replay() -> None:
+        with torch.set_grad_enabled(graph):
+            outs = [field(t, y) for t, y in fwd]
+        if graph and outs:
+            torch.autograd.grad(outs, params, fwd_cot, allow_unused=True)
+        for (t, y), cot in zip(bwd, bwd_cot):
+            torch.autograd.grad(field(t, y), [y, *params], cot, allow_unused=True)
+
+    return replay
+
+
+def floor_of(field: nn.Module, loss_fn: Callable[[], tuple[torch.Tensor, SolveStats | None]],
+             params: list[torch.Tensor]) -> tuple[Callable[[], None], int]:
+    """The eager floor of one forward + backward (:func:`floor_replay`) and its forward steps.
+
+    The field's calls are recorded in one untimed run of ``loss_fn`` and the gradient with respect to
+    ``params`` (nothing is updated): the forward ones are replayed with a graph and one backward where
+    the grad mode stores the steps (no evaluation in the backward pass), else without one, and the
+    backward ones each with a VJP.
+    """
+    with recording(field) as states:
+        loss, stats = loss_fn()
+        n_fwd = len(states)
+        torch.autograd.grad(loss, params, allow_unused=True)
+    fwd, bwd = states[:n_fwd], states[n_fwd:]
+    return floor_replay(field, fwd, bwd, graph=not bwd), (stats.n_steps if stats is not None else 0) or 0
+
+
 def instrumented_pass(loss_fn: Callable[[], tuple[torch.Tensor, SolveStats | None]], field: nn.Module | None,
                       params: list[torch.Tensor]) -> InstrumentedPass:
     """One untimed forward + backward with counting on; no parameter is updated.
@@ -130,6 +198,30 @@ def instrumented_pass(loss_fn: Callable[[], tuple[torch.Tensor, SolveStats | Non
                             nfe_bwd=counter.nfe_bwd if counted else None,
                             n_vjp=counter.n_vjp if counted else None, saved_bytes=saved["bytes"],
                             stats=stats if stats is not None else SolveStats())
+
+
+def compile_by_running(plugin: SolverPlugin, f, y0: torch.Tensor, ts: torch.Tensor, **solve_kw: Any) -> float:
+    """A compiling plugin's :meth:`~odebench.protocol.SolverPlugin.prepare`: one solve and one backward
+    pass for these shapes and settings, so that dynamo and inductor compile the forward and backward
+    graphs before any timer; gradients are returned by ``autograd.grad`` and discarded.
+
+    Arguments:
+        plugin: the compiling plugin (its ``odeint`` runs the compiled solve).
+        f, y0, ts: as for ``odeint``; ``f``'s parameters get no ``.grad``.
+        solve_kw: the keywords of the timed ``odeint`` calls.
+
+    Returns:
+        Seconds spent (tracing, compiling and running once).
+    """
+    start = time.perf_counter()
+    sol = plugin.odeint(f, y0, ts, **solve_kw)
+    if sol.ok and sol.ys.requires_grad:
+        inputs = [p for p in f.parameters() if p.requires_grad] if isinstance(f, nn.Module) else []
+        if y0.requires_grad:
+            inputs.append(y0)
+        if inputs:
+            torch.autograd.grad(sol.ys.square().sum(), inputs, allow_unused=True)
+    return time.perf_counter() - start
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -189,7 +281,9 @@ class TorchTrainer(Trainer):
         A frame that would need a new graph (torchode: a step that first passes exactly one
         output time, a size dynamo specialises) runs eagerly instead of compiling in a timer.
         """
-        return torch.compiler.set_stance("eager_on_recompile") if self.plugin.compiled else contextlib.nullcontext()
+        if not self.plugin.compiled or getattr(self, "_in_eager", False):
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("eager_on_recompile")
 
     def forward(self, batch):
         with self._run_only():
@@ -208,26 +302,46 @@ class TorchTrainer(Trainer):
         if self._cuda:
             torch.cuda.synchronize(self.device)
 
-    def _eager(self):
+    def eager(self):
         """A compiling plugin's untimed passes run its code eagerly (the same algorithm and calls).
 
         torch.compile cannot trace the saved-tensor hooks or the counter's side effects, and a
         no-grad snapshot would compile yet another graph; so for such a plugin the saved bytes
         are those of its eager graph.
         """
-        return torch.compiler.set_stance("force_eager") if self.plugin.compiled else contextlib.nullcontext()
+        if not self.plugin.compiled:
+            return contextlib.nullcontext()
+        return self._forced_eager()
+
+    @contextlib.contextmanager
+    def _forced_eager(self) -> Iterator[None]:
+        self._in_eager = True  # forward and backward inside must not switch to eager_on_recompile
+        try:
+            with torch.compiler.set_stance("force_eager"):
+                yield
+        finally:
+            self._in_eager = False
 
     def instrumented(self, batch) -> InstrumentedPass:
         def loss_fn():
             loss, sol = self._loss(self.field, batch)
             return loss, sol.stats
 
-        with self._eager():
+        with self.eager():
             return instrumented_pass(loss_fn, self.field, list(self.field.parameters()))
+
+    def floor(self, batch) -> tuple[Callable[[], None], int]:
+        """The eager floor of one iteration on ``batch`` and its forward steps (:func:`floor_of`)."""
+        def loss_fn():
+            loss, sol = self._loss(self.field, batch)
+            return loss, sol.stats
+
+        with self.eager():
+            return floor_of(self.field, loss_fn, list(self.field.parameters()))
 
     def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
         kw = dict(self.solve_kw, grad_mode=self.plugin.grad_modes[0])
-        with torch.no_grad(), self._eager():
+        with torch.no_grad(), self.eager():
             sol = self.plugin.odeint(self.field, self._tensor(y0), self._tensor(ts), **kw)
         if not sol.ok:
             raise SolveFailed(sol.status, sol.message)

@@ -48,5 +48,7 @@ class LinearSpiral:
         ts = self.ts if ts is None else np.asarray(ts, dtype=np.float64)
         y0 = np.asarray(self.y0 if y0 is None else y0, dtype=np.float64)
         A = np.asarray(self.A, dtype=np.float64)
-        # expm per time point: 500 2x2 exponentials cost microseconds and stay exact.
-        return np.stack([y0 @ scipy.linalg.expm(A * (t - ts[0])).T for t in ts])
+        # One batched expm over every time point: the same exponentials as one call per point
+        # (bit for bit), without a Python-level call each (500 of them took seconds per case).
+        mats = scipy.linalg.expm(A[None] * (ts - ts[0])[:, None, None])
+        return np.einsum("...j,tij->t...i", y0, mats)

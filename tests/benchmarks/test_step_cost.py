@@ -41,8 +41,10 @@ def _cases():
         jax = cls is not None and cls.framework == "jax"
         for method in sorted(cls.methods) if cls is not None else ["-"]:
             # `slow` (run with -m slow): a JAX plugin compiles every method × mode, and the implicit
-            # methods build Jacobians (each 5-40 s on 2 cores).
-            marks = [pytest.mark.slow] if jax or method in STIFF_METHODS else []
+            # methods build Jacobians (each 5-40 s on 2 cores); a torch.compile'd plugin compiles each
+            # method for a minute or more, so by default it runs the methods the README's ratios use.
+            compiled = cls is not None and cls.compiled and method not in ("rk4", "dopri5")
+            marks = [pytest.mark.slow] if jax or method in STIFF_METHODS or compiled else []
             out += [pytest.param(name, method, mode, id=f"{name}-{method}-{mode}", marks=marks) for mode in MODES]
     return out
 

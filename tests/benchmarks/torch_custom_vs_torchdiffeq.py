@@ -3,7 +3,11 @@
 Spiral-suite shape: MLP 2→50→2 (tanh), batch 16, 10 output times, float32, one thread;
 an iteration is solve + MSE loss + backward. Run::
 
-    python tests/benchmarks/torch_custom_vs_torchdiffeq.py [--repeats 200] [--cpu]
+    python tests/benchmarks/torch_custom_vs_torchdiffeq.py [--repeats 200] [--cpu] [--compiled]
+
+It also times torch_custom's rk4 against its eager floor (:func:`odebench.backends.torch.floor_replay`:
+the field's evaluations of one iteration and their backward alone), and with ``--compiled``
+torch_custom_compiled against torchdiffeq (compiling first: a minute or two on 2 cores).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compiled", action="store_true", help="also torch_custom_compiled (compiles first)")
     parser.add_argument("--cpu", action="store_true",
                         help="time the thread's CPU time instead of wall time (robust on a shared machine)")
     args = parser.parse_args(argv)
@@ -109,6 +114,46 @@ def main(argv=None) -> None:
     a, a_min, b, b_min = _time_pair(run(torchdiffeq.odeint, method="rk4"), floor, args.repeats, clock=clock)
     print(f"{'rk4':8} {'f only':9} {a:8.3f} ({a_min:5.3f}) {b:8.3f} ({b_min:5.3f}) "
           f"{a / b:7.2f}x ({a_min / b_min:4.2f}x)  <- upper bound of any rk4/backprop speed-up")
+    _against_the_floor(f, y0, t, target, run, args.repeats, clock)
+    if args.compiled:
+        _compiled(f, y0, t, run, torchdiffeq, args.repeats, clock)
+
+
+def _against_the_floor(f, y0, t, target, run, repeats: int, clock) -> None:
+    """torch_custom (eager) over its eager floor, the suite's ``× floor`` column, for rk4 both ways."""
+    from odebench.backends.torch import floor_replay, recording
+    from odebench_plugins.torch_custom import api
+
+    print(f"{'method':8} {'grad':9} {'torch_custom':>16} {'eager floor':>16} {'x floor':>16}")
+    for grad, odeint in (("backprop", api.odeint), ("adjoint", api.odeint_adjoint)):
+        it = run(odeint, method="rk4")
+        with recording(f) as states:
+            ys = odeint(f, y0, t, method="rk4")
+            n_fwd = len(states)
+            torch.autograd.grad(torch.mean((ys - target) ** 2), list(f.parameters()))
+        floor = floor_replay(f, states[:n_fwd], states[n_fwd:], graph=grad == "backprop")
+        a, a_min, b, b_min = _time_pair(it, floor, repeats, clock=clock)
+        print(f"{'rk4':8} {grad:9} {a:8.3f} ({a_min:5.3f}) {b:8.3f} ({b_min:5.3f}) "
+              f"{a / b:7.2f}x ({a_min / b_min:4.2f}x)")
+
+
+def _compiled(f, y0, t, run, torchdiffeq, repeats: int, clock) -> None:
+    """torch_custom_compiled against torchdiffeq, after compiling (its compile time printed apart)."""
+    from odebench_plugins.torch_custom.compiled import TorchCustomCompiledPlugin
+
+    plugin = TorchCustomCompiledPlugin()
+
+    def odeint(f, y0, t, method):
+        return plugin.odeint(f, y0, t, method=method).ys
+
+    print(f"{'method':8} {'grad':9} {'torchdiffeq':>16} {'compiled':>16} {'speed-up':>16}")
+    for method in ("rk4", "euler"):
+        spent = plugin.prepare(f, y0, t, method=method, grad_mode="backprop")
+        with torch.compiler.set_stance("eager_on_recompile"):  # never compile inside the timer
+            a, a_min, b, b_min = _time_pair(run(torchdiffeq.odeint, method=method), run(odeint, method=method),
+                                            repeats, clock=clock)
+        print(f"{method:8} {'backprop':9} {a:8.3f} ({a_min:5.3f}) {b:8.3f} ({b_min:5.3f}) "
+              f"{a / b:7.2f}x ({a_min / b_min:4.2f}x)  compile {spent:.1f} s")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 from odebench.failures import failure_fields
 from odebench.measure import (
     PeakRSS,
+    floor_fields,
     gc_off,
     release_mmap_threshold,
     set_mmap_threshold,
@@ -87,6 +88,8 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
                    saved_source=driver.saved_source if inst.saved_bytes is not None else None,
                    nfe_native=stats.nfe, steps=stats.n_steps,
                    nfe_agree=None if stats.nfe is None else stats.nfe == inst.nfe_fwd)
+        # The eager floor beside the timed passes: the field's evaluations and their backward alone.
+        rec.update(floor_fields(driver.floor(), driver.sync, f["median"] + b["median"]))
     except Exception as exc:  # noqa: BLE001 - any failure is a row, never an aborted run
         rec.update(failure_fields(exc))
     rec["case_wall_s"] = time.perf_counter() - t_case

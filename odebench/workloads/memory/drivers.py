@@ -66,6 +66,9 @@ class _Driver:
     def gpu_peak(self) -> int | None:
         return None
 
+    def floor(self) -> tuple[Any, int] | None:  # untimed: the eager floor (odebench.measure.floor_fields)
+        return None  # a JAX driver's field cannot be replayed alone here
+
     def instrumented(self) -> InstrumentedPass:  # untimed: NFE, VJPs, saved bytes, the library's stats
         raise NotImplementedError
 
@@ -132,14 +135,19 @@ class _TorchDriver(_Driver):
         self.sync()
         return int(self.torch.cuda.max_memory_allocated(self.device) - self._gpu_base)
 
+    def _loss_and_stats(self):
+        loss, sol = self._loss(self.field)
+        return loss, sol.stats
+
     def instrumented(self) -> InstrumentedPass:
         from odebench.backends.torch import instrumented_pass
 
-        def loss_fn():
-            loss, sol = self._loss(self.field)
-            return loss, sol.stats
+        return instrumented_pass(self._loss_and_stats, self.field, self.params)
 
-        return instrumented_pass(loss_fn, self.field, self.params)
+    def floor(self):
+        from odebench.backends.torch import floor_of
+
+        return floor_of(self.field, self._loss_and_stats, self.params)
 
 
 class _JaxDriver(_Driver):

@@ -24,7 +24,9 @@ SUMMARY_NOTE = (
     "slope: least squares of peak against n (MB per step); exp: slope of log peak against log n; saved: "
     "the same slope of the bytes kept for backward (torch saved_tensors_hooks, JAX jax.vjp residuals); "
     "states/step: slope over one ODE state. Times and NFE are at the largest n: forward and backward "
-    "medians over the repeats (device synced, GC off), NFE counted by the harness in an untimed pass. "
+    "medians over the repeats (device synced, GC off), NFE counted by the harness in an untimed pass; loop µs/step "
+    "is the forward+backward time beyond the eager floor (the field's evaluations and their backward replayed "
+    "alone, torch plugins) per forward step. "
     "class: ✓ in its class, ✗ left it (reason in the check column), ? cannot tell.")
 
 
@@ -59,6 +61,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "states/step": _num(fit.slope / state, ".2f") if np.isfinite(state) else "–",
             "fwd/bwd ms @n_max": f"{at_top('fwd_s', 1e3, '.1f')}/{at_top('bwd_s', 1e3, '.1f')}",
             "NFE-F/B @n_max": f"{at_top('nfe_fwd', 1, '.0f')}/{at_top('nfe_bwd', 1, '.0f')}",
+            # The solver's own time per step beyond the field's evaluations and their backward.
+            "loop µs/step @n_max": at_top("loop_s_per_step", 1e6, ".1f"),
             "class": f"{mark} {v.expected}" if v else "–",
             "check": (v.reason + (f"; {v.note}" if v.note else "")) if v else "",
         })

@@ -43,4 +43,4 @@ AXES = {"block": ([str], BLOCKS), "n_steps": ([int], "pos")}
 COLUMNS = ["batch", "state_bytes", "n_params", "loss", "repeats", "fwd_s", "fwd_s_iqr", "bwd_s", "bwd_s_iqr",
            "compile_s", "peak_bytes", "peak_source", "peak_passes", "peak_rss_bytes", "rss_method", "peak_gpu_bytes",
            "saved_bytes", "saved_source", "nfe_fwd", "nfe_bwd", "n_vjp", "nfe_native", "steps", "nfe_agree",
-           "mmap_threshold", "class_params"]
+           "mmap_threshold", "class_params", "floor_s", "floor_ratio", "loop_s_per_step"]

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from odebench import swap
 from odebench.schema import SuiteError, choices
 from odebench.workload import Workload
-from odebench.workloads.train import case, report
+from odebench.workloads.train import case
 from odebench.workloads.train.checks import check_problem_fit
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -35,11 +36,35 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "measure": {"fairness_steps": 3},
 } | swap.defaults(rtol=1e-9, atol=1e-11)  # a 2-d MLP field: a tight float64 reference is cheap
 REQUIRED = ("problem", "model", "training")
+#: The note under the summary table (odebench.workloads.train.report draws the table).
+SUMMARY_NOTE = (
+    "Median over seeds; s/iter is the median over iterations (IQR in brackets), forward and backward "
+    "timed apart between device syncs with GC off. NFE-F / NFE-B are counted by the harness in untimed "
+    "instrumented passes (mean over the snapshot iterations): NFE-B is every vector-field evaluation "
+    "during the backward pass, for every plugin (0 for a backprop that stores its steps; \"recomputes\" "
+    "marks a backprop that evaluates again, i.e. checkpoints). peak RSS is the largest peak over the "
+    "training iterations minus the resident set at their start (the untimed snapshot passes and their "
+    "compiles are outside the region); saved KB is what autograd keeps for backward (torch only). "
+    "compile s is JAX compile time, or a compiled torch plugin's (torchode_compiled), never part of the timings; end-to-end s is compile plus training, "
+    "what a user waits for the whole run; \"(cache)\" marks JAX compiles read back from the persistent "
+    "cache ($ODEBENCH_JAX_CACHE, off by default: jax_cache in the CSV says cold, warm or mixed). floor ms is the eager floor, timed beside the solver: the vector field's "
+    "evaluations of one iteration (recorded in an untimed pass) and their backward alone, no solver, loss or "
+    "optimiser (torch plugins; a fused JAX step cannot be taken apart); × floor is s/iter over it, loop µs/step "
+    "the iteration's time beyond it per forward step (the torchode paper's loop time). swap ΔMSE is the solver-swap check (Ott et al. 2021): the trained "
+    "model's final MSE solved with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64) "
+    "minus its final MSE with the solver it was trained with, untimed after training (0 when they are the same).")
+#: The parts of a case's wall time, in the order they happen: each apart from the others, so that with
+#: ``startup_s`` they add up to no more than ``process_s`` (plus ``gate_s`` when ``gate_shared``: a JAX
+#: plugin's cases are gated together in a process of their own before any of them runs).
+#: ``compile_s`` (a column already) is one of them.
+TIME_SPLIT = ["setup_s", "gate_s", "gate_shared", "warmup_s", "measured_s", "untimed_s", "swap_s"]
 #: record fields of this workload, in the order results.csv shows them.
 COLUMNS = ["iterations_done", "repeats", "train_s", "train_s_iqr", "s_per_iter", "s_per_iter_iqr", "fwd_s",
            "bwd_s", "fused", "compile_s", "end_to_end_s", "n_traces", "final_mse", "final_loss", "nfe_fwd", "nfe_bwd", "n_vjp",
            "nfe_native", "nfe_agree", "steps", "peak_rss_bytes", "peak_rss_iqr", "rss_method", "saved_bytes", "gate", "gate_max_rel", "gate_reference_plugin",
-           "swap_solver", "swap_mse", "swap_mse_delta", "swap_message"]
+           "swap_solver", "swap_mse", "swap_mse_delta", "swap_message", "floor_s", "floor_ratio", "loop_s_per_step",
+           # Where the case's wall time went (besides the common process_s and startup_s); see case.run_case.
+           *TIME_SPLIT]
 
 
 
@@ -59,7 +84,38 @@ class TrainWorkload(Workload):
     defaults = DEFAULTS
     required = REQUIRED
     columns = COLUMNS
-    summary_note = report.SUMMARY_NOTE
+    summary_note = SUMMARY_NOTE
+
+    def shared_work_key(self, case: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """A JAX plugin's cases share one gate process (its float64 needs a process apart from the
+        timed float32 one); torch plugins gate in the case's own process, as cheap as a group's would be."""
+        from odebench import registry
+
+        if not config["measure"]["fairness_steps"] or case["plugin"] not in registry.plugin_names():
+            return None
+        return f"gate:{case['plugin']}" if registry.entry(case["plugin"]).load().framework == "jax" else None
+
+    def shared_work(self, cases: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The fairness gate of every case given, in this process; ``gate_result`` and ``gate_s`` per case.
+
+        ``gate_s`` is the case's share of this process's wall time: its own gate plus an equal
+        part of the start-up and imports the group's cases share.
+        """
+        import time
+
+        from odebench import registry
+        from odebench.worker import STARTED_ENV
+
+        started = float(os.environ.get(STARTED_ENV, time.time()))
+        from odebench.backends.jax import CACHE_ENV, persistent_cache
+
+        persistent_cache(os.environ.get(CACHE_ENV) or None)  # the group is a JAX plugin's (shared_work_key)
+        out = {}
+        for c in cases:
+            gate = case.case_gate(c, config, registry.get_plugin(c["plugin"]), isolate=False)
+            out[c["case_id"]] = {"gate_result": gate.record()}
+        share = (time.time() - started) / max(len(cases), 1)
+        return {k: v | {"gate_s": share} for k, v in out.items()}
 
     def validate(self, config: dict[str, dict[str, Any]], where: str) -> None:
         """Problem name and parameters, model, and training settings that fit each other."""
@@ -93,9 +149,21 @@ class TrainWorkload(Workload):
 
     # What one case does and how the report shows it live in their own modules.
     run_case = staticmethod(case.run_case)
-    summary = staticmethod(report.summary)
-    figures = staticmethod(report.figures)
-    sections_md = staticmethod(report.sections)
+    # The report (pandas, matplotlib) is imported when a report is made, never in a case's process.
+    def summary(self, df):
+        from odebench.workloads.train import report
+
+        return report.summary(df)
+
+    def figures(self, records, out):
+        from odebench.workloads.train import report
+
+        return report.figures(records, out)
+
+    def sections_md(self, records, config):
+        from odebench.workloads.train import report
+
+        return report.sections(records, config)
 
 
 __all__ = ["COLUMNS", "TrainWorkload"]

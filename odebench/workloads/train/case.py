@@ -15,8 +15,8 @@ import numpy as np
 
 from odebench.backends import Batch, get_backend
 from odebench.failures import failure_fields
-from odebench.fairness import GATE_RTOL, isolated_fairness_gate
-from odebench.measure import PeakRSS, gc_off, summarize, timed
+from odebench.fairness import GATE_RTOL, GateResult, fairness_gate, isolated_fairness_gate
+from odebench.measure import PeakRSS, Phases, floor_fields, gc_off, summarize, timed
 from odebench.models import MLPSpec, mlp_weights
 from odebench.problems import PROBLEMS
 from odebench.protocol import SolveFailed, SolverPlugin, Status
@@ -72,7 +72,10 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
     rec: dict[str, Any] = {"status": str(Status.OK), "message": "", "iterations_done": 0,
                            "problem_config": config["problem"]}
     t_case = time.perf_counter()
+    # Where the case's wall time goes besides the timed iterations (the report's time split).
+    phases = Phases()
     try:
+        phases.start("setup")
         problem = make_problem(config)
         ts = problem.ts
         truth = problem.reference(ts)
@@ -87,39 +90,87 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
             optimizer=train["optimizer"], dtype=measure["dtype"], device=case["device"])
         batches = make_batches(truth, ts, n=train["iterations"], batch_size=train["batch_size"],
                                batch_time=train["batch_time"], seed=case["seed"])
+        phases.stop()
         if measure["fairness_steps"]:
-            gate = isolated_fairness_gate(plugin, spec, weights, batches[: measure["fairness_steps"]],
-                                          method=method, grad_mode=case["grad_mode"], lr=train["lr"],
-                                          optimizer=train["optimizer"], max_steps=measure["max_steps"])
+            with phases("gate"):
+                gate = case_gate(case, config, plugin, spec, weights, batches)
+            if "gate_s" in case:  # gated in the plugin's shared gate process: its share of that wall time
+                phases.seconds["gate"] = case["gate_s"]
+                rec["gate_shared"] = True
             rec.update(gate.record())
             if gate.passed is False:
                 rec.update(status=str(Status.UNFAIR),
                            message=f"losses {gate.losses} vs {gate.reference_plugin} {gate.reference} "
                                    f"(max relative difference {gate.max_rel:.2e} > {GATE_RTOL:g})")
-                rec["case_wall_s"] = time.perf_counter() - t_case
+                rec.update(phases.record(), case_wall_s=time.perf_counter() - t_case)
                 return rec
         warm = make_batches(truth, ts, n=measure["warmup"], batch_size=train["batch_size"],
                             batch_time=train["batch_time"], seed=case["seed"], stream=2)
-        _warm_up(trainer, warm)
+        with phases("warmup"):  # a compiling plugin compiles here (to_batch): compile_s is taken out below
+            _warm_up(trainer, warm)
+        compiled_in_warmup = trainer.compile_s or 0.0
         repeats = []
-        for r in range(measure["repeats"]):
-            trainer.reset()
-            result = _train_once(trainer, batches, train, problem, truth, record_history=(r == 0))
-            repeats.append(result)
-            if result["status"] != str(Status.OK):
-                break
+        with phases("repeats"):  # the timed iterations and the untimed snapshots between them
+            for r in range(measure["repeats"]):
+                trainer.reset()
+                result = _train_once(trainer, batches, train, problem, truth, record_history=(r == 0))
+                repeats.append(result)
+                if result["status"] != str(Status.OK):
+                    break
         rec.update(_combine(repeats))
+        # The time split (each part apart, so they add up to no more than the case's wall time):
+        # the timed iterations of every repeat, and the rest of the repeats' wall time (snapshots,
+        # instrumented passes) less any compiling done there.
+        rec["measured_s"] = float(sum(r["train_s"] for r in repeats))
+        compiled_later = (trainer.compile_s or 0.0) - compiled_in_warmup
+        rec["untimed_s"] = max(phases.seconds.pop("repeats") - rec["measured_s"] - compiled_later, 0.0)
+        phases.seconds["warmup"] = max(phases.seconds["warmup"] - compiled_in_warmup, 0.0)
+        if rec["status"] == str(Status.OK):
+            start = time.perf_counter()
+            rec.update(floor_fields(trainer.floor(trainer.to_batch(batches[0])), trainer.sync, rec["s_per_iter"]))
+            rec["untimed_s"] += time.perf_counter() - start
         rec["compile_s"] = trainer.compile_s
         # What a user waits for the whole training run: compiling (JAX) plus the timed iterations.
         rec["end_to_end_s"] = rec["train_s"] + (trainer.compile_s or 0.0)
         rec["n_traces"] = trainer.n_traces
         rec["fused"] = trainer.fused
         if rec["status"] == str(Status.OK) and config["swap"]["enabled"]:
-            rec.update(solver_swap(trainer, plugin, case, config, spec, problem, truth))
+            with phases("swap"):
+                rec.update(solver_swap(trainer, plugin, case, config, spec, problem, truth))
     except Exception as exc:  # noqa: BLE001 - any failure is a row, never an aborted run
         rec.update(failure_fields(exc))
+    rec.update(phases.record())
     rec["case_wall_s"] = time.perf_counter() - t_case
     return rec
+
+
+def case_gate(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin, spec: MLPSpec | None = None,
+              weights=None, batches: list[Batch] | None = None, *, isolate: bool = True) -> GateResult:
+    """The fairness gate of one training case, or its result computed before the case's process started.
+
+    Arguments:
+        case: the case's fields; ``case["gate_result"]``, when there, is the gate's record
+            (:meth:`GateResult.record`) from the runner's gate process for the case's plugin, which
+            gated every case of that plugin in one interpreter before any of them was timed.
+        config, plugin: the suite's settings and the case's plugin.
+        spec, weights, batches: the model, its initial weights and the training batches (built
+            from ``config`` and the case when None).
+        isolate: run a JAX plugin's gate in a child process (its float64 switch is process-wide);
+            False in a process that times nothing (the runner's gate process).
+    """
+    if case.get("gate_result") is not None:
+        return GateResult.from_record(case["gate_result"])
+    train, measure, model = config["training"], config["measure"], config["model"]
+    if spec is None:
+        problem = make_problem(config)
+        spec = MLPSpec(tuple(model["sizes"]), model["activation"], model["weight_std"], model["bias"])
+        weights = mlp_weights(spec, case["seed"])
+        batches = make_batches(problem.reference(problem.ts), problem.ts, n=measure["fairness_steps"],
+                               batch_size=train["batch_size"], batch_time=train["batch_time"], seed=case["seed"])
+    gate = isolated_fairness_gate if isolate else fairness_gate
+    return gate(plugin, spec, weights, batches[: measure["fairness_steps"]], method=case["method"],
+                grad_mode=case["grad_mode"], lr=train["lr"], optimizer=train["optimizer"],
+                max_steps=measure["max_steps"])
 
 
 def solver_swap(trainer, plugin: SolverPlugin, case: dict[str, Any], config: dict[str, Any], spec: MLPSpec,

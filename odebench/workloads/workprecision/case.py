@@ -10,6 +10,7 @@ from odebench.failures import failure_fields
 from odebench.measure import (
     PeakRSS,
     gc_off,
+    loop_s_per_step,
     release_mmap_threshold,
     set_mmap_threshold,
     summarize,
@@ -107,9 +108,8 @@ def _solve(driver: Driver, refs: problems.References, measure: dict[str, Any], r
     _, field = _repeat(replay, driver, measure["repeats"])
     rec["field_s"] = min(field)
     if stats.n_steps:
-        # Minima of both: the least disturbed run of each on a shared machine. Clipped at zero
-        # where the difference is inside the timer's noise.
-        rec["loop_s_per_step"] = max(rec["time_s_min"] - rec["field_s"], 0.0) / stats.n_steps
+        # Minima of both: the least disturbed run of each on a shared machine.
+        rec["loop_s_per_step"] = loop_s_per_step(rec["time_s_min"], rec["field_s"], stats.n_steps)
 
 
 def _gradient(plugin: SolverPlugin, problem: problems.Problem, refs: problems.References, kw: dict[str, Any],

@@ -169,31 +169,17 @@ class TorchDriver(Driver):
         return handle.ys.detach().numpy().astype(np.float64)
 
     def instrumented_solve(self):
-        from odebench.backends.torch import counting
+        from odebench.backends.torch import counting, recording
 
-        counter, states = NFECounter(), []
-
-        def record(_module, inputs, _out):
-            t, y = inputs
-            states.append((t.detach().clone() if isinstance(t, self.torch.Tensor) else t, y.detach().clone()))
-
-        handle = self.field.register_forward_hook(record)
-        try:
-            with counting(self.field, counter), self.torch.no_grad():
-                sol = self._odeint(self.y0)
-        finally:
-            handle.remove()
+        counter = NFECounter()
+        with recording(self.field) as states, counting(self.field, counter), self.torch.no_grad():
+            sol = self._odeint(self.y0)
         return counter.nfe_fwd, sol.stats, states
 
     def field_replay(self, states):
-        field, torch = self.field, self.torch
+        from odebench.backends.torch import floor_replay
 
-        def replay():
-            with torch.no_grad():
-                for t, y in states:
-                    field(t, y)
-
-        return replay
+        return floor_replay(self.field, states)  # the forward solve's evaluations, without a graph
 
     def _loss(self, y0: Any) -> tuple[Any, Any]:
         sol = self._odeint(y0)
