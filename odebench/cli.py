@@ -374,13 +374,14 @@ def cmd_list(args) -> int:
         print(json.dumps({"plugins": plugins, "suites": suites}, indent=2))
         return 0
     print("Plugins:")
+    w = max((len(p["name"]) for p in plugins), default=0)  # the longest name sets the first column
     for p in plugins:
         state = "available" if not p["available"] else p["available"]
-        print(f"  {p['name']:<13} {p['framework'] or '?':<6} {p['version'] or '':<10} {state}")
+        print(f"  {p['name']:<{w}} {p['framework'] or '?':<6} {p['version'] or '':<10} {state}")
         if p["methods"]:
-            print(f"  {'':<13} methods: {', '.join(p['methods'])}")
-            print(f"  {'':<13} grad modes: {', '.join(p['grad_modes'])}; devices: {', '.join(p['devices'])}")
-            print(f"  {'':<13} batch stepping: {p.get('batch_stepping')}; NFE figure: {p.get('nfe_source')}"
+            print(f"  {'':<{w}} methods: {', '.join(p['methods'])}")
+            print(f"  {'':<{w}} grad modes: {', '.join(p['grad_modes'])}; devices: {', '.join(p['devices'])}")
+            print(f"  {'':<{w}} batch stepping: {p.get('batch_stepping')}; NFE figure: {p.get('nfe_source')}"
                   + ("; compiled" if p.get("compiled") else ""))
     print("\nSuites:" if suites else f"\nNo suites under {root}/")
     for s in suites:
