@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from odebench.measure import NFECounter
-from odebench.protocol import STIFF_METHODS, SolveFailed, SolverPlugin, SolveStats, Status
+from odebench.protocol import STIFF_METHODS, SolveFailed, SolverPlugin, SolveStats, Status, UnsupportedError
 from odebench.workloads.workprecision.problems import Problem
 
 
@@ -116,6 +116,10 @@ def _torch_field(problem: Problem) -> Any:
 
     from odebench.backends.torch import MLPField
 
+    if problem.user is not None:
+        from odebench.problemload import build_field
+
+        return build_field(problem.user.problem, "torch", problem.user.weights)[0]
     if problem.mlp is not None:
         spec, weights = problem.mlp
         return MLPField(spec, weights, torch.float64)
@@ -230,6 +234,8 @@ class NumpyDriver(Driver):
 
     def __init__(self, plugin: SolverPlugin, problem: Problem, kw: dict[str, Any]):
         self.plugin, self.kw, self.problem = plugin, kw, problem
+        if problem.rhs is None:
+            raise UnsupportedError(f"problem {problem.name!r} provides no numpy vector field")
         self.f = problem.rhs
 
     def _odeint(self, f: Callable) -> Any:
@@ -285,6 +291,10 @@ def _jax_field(problem: Problem) -> Any:
 
     from odebench.backends.jax import build_mlp
 
+    if problem.user is not None:
+        from odebench.problemload import build_field
+
+        return build_field(problem.user.problem, "jax", problem.user.weights)[0]
     if problem.mlp is not None:
         spec, weights = problem.mlp
         return build_mlp(spec, weights, jnp.float64)
@@ -405,7 +415,9 @@ class JaxDriver(Driver):
 
     def flat_gradient(self, handle):
         loss, (g_model, g_y0), ys = handle
-        parts = [np.asarray(x, np.float64).reshape(-1) for layer in g_model.layers for x in layer]
+        # The model's leaves in pytree order: an MLP's W then b, layer by layer; a user's field's
+        # leaves in the order of its shared weights (checked when the problem was loaded).
+        parts = [np.asarray(x, np.float64).reshape(-1) for x in self.jax.tree_util.tree_leaves(g_model)]
         parts.append(np.asarray(g_y0, np.float64).reshape(-1))
         return float(loss), np.concatenate(parts), np.asarray(ys, np.float64)
 

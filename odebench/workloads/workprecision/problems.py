@@ -63,7 +63,8 @@ class Problem:
             where they cannot finish: they then fail in seconds).
         base: the :mod:`odebench.problems` object (None for the neural problems).
         mlp: ``(spec, weights)`` of a neural problem, else None.
-        cache_params: what identifies the problem in the reference cache.
+        cache_params: what identifies the problem in the reference cache (None: never cached).
+        user: the user's problem (:class:`UserParts`), else None.
     """
 
     name: str
@@ -76,17 +77,56 @@ class Problem:
     explicit_max_steps: int
     base: Any = None
     mlp: tuple[MLPSpec, list[tuple[np.ndarray, np.ndarray]]] | None = None
-    cache_params: dict[str, Any] = field(default_factory=dict)
+    cache_params: dict[str, Any] | None = field(default_factory=dict)
+    user: UserParts | None = None
 
     @property
     def exact(self) -> bool:
         """Whether the problem has a closed-form solution."""
-        return isinstance(self.base, LinearSpiral)
+        return isinstance(self.base, LinearSpiral) or (self.user is not None and self.user.exact is not None)
 
     @property
     def uniform(self) -> bool:
         """Whether the output times are equally spaced (fixed steps can then land on them)."""
         return bool(np.allclose(np.diff(self.ts), self.ts[1] - self.ts[0], rtol=1e-12, atol=0))
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        """The frameworks with a vector field of this problem (every one for a built-in problem)."""
+        return ("torch", "jax", "numpy") if self.user is None else self.user.frameworks
+
+    def leaves(self) -> list[np.ndarray] | None:
+        """The parameters the gradient task differentiates, in order (None: the field has none)."""
+        if self.user is not None:
+            return self.user.weights
+        return None if self.mlp is None else [x for layer in self.mlp[1] for x in layer]
+
+    def numpy_field(self, leaves: list[np.ndarray]) -> Callable[[float, np.ndarray], np.ndarray] | None:
+        """The numpy field with the parameters ``leaves`` (finite differences perturb them), or None."""
+        if self.user is not None:
+            return self.user.problem.numpy_field(leaves) if "numpy" in self.user.frameworks else None
+        if self.mlp is None:
+            return None
+        return NumpyMLP(self.mlp[0], list(zip(leaves[::2], leaves[1::2])), self.y0.shape)
+
+
+@dataclass
+class UserParts:
+    """A user's problem as a case uses it.
+
+    Attributes:
+        problem: the :class:`odebench.Problem`.
+        weights: its shared weights (float64), or None.
+        frameworks: the frameworks it provides a field for.
+        exact: its exact solution at the output times, or None.
+        targets: its loss targets, or None (drawn from the seed).
+    """
+
+    problem: Any
+    weights: list[np.ndarray] | None
+    frameworks: tuple[str, ...]
+    exact: np.ndarray | None
+    targets: np.ndarray | None
 
 
 def settings(name: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +181,28 @@ class NumpyMLP:
         return scipy.sparse.block_diag(blocks, format="csc")
 
 
+def build_user(info: dict[str, Any]) -> Problem:
+    """The user's problem ``config["user_problem"]`` (loaded again, in this process, from its spec).
+
+    Its references are never cached: the field's code is the user's, and may change under the
+    same name.
+    """
+    from odebench.problemload import load_problem
+
+    user, _, _ = load_problem(info["spec"], search=[info["path"]] if info["path"] else [])
+    ts = np.asarray(user.times(), np.float64)
+    y0 = np.asarray(user.initial_state(), np.float64)
+    w = user.weights()
+    weights = None if w is None else [np.asarray(x, np.float64) for x in w]
+    fws = tuple(user.frameworks)
+    exact, targets = user.exact(ts), user.targets()
+    parts = UserParts(user, weights, fws, None if exact is None else np.asarray(exact, np.float64),
+                      None if targets is None else np.asarray(targets, np.float64))
+    rhs = user.numpy_field(weights) if "numpy" in fws else None
+    return Problem(info["name"], ts, y0, rhs, None, bool(user.stiff), int(user.max_steps), int(user.max_steps),
+                   cache_params=None, user=parts)
+
+
 def build(name: str, config: dict[str, Any], seed: int) -> Problem:
     """The problem ``name`` with the suite's settings and the case's seed.
 
@@ -155,6 +217,8 @@ def build(name: str, config: dict[str, Any], seed: int) -> Problem:
     Raises:
         KeyError: for an unknown name (the suite's schema refuses one first).
     """
+    if config.get("user_problem"):
+        return build_user(config["user_problem"])
     s = settings(name, config)
     explicit = s.get("explicit_max_steps", s["max_steps"])
     if name in NEURAL:
@@ -204,8 +268,12 @@ def references(problem: Problem, config: dict[str, Any]) -> References:
     Raises:
         RuntimeError: when a reference solve fails.
     """
+    if problem.user is not None and problem.user.exact is not None:
+        return References(problem.user.exact, None, "exact (the problem's own)")
     if problem.exact:
         return References(problem.base.exact(problem.ts), None, "exact (matrix exponential)")
+    if problem.rhs is None:
+        return _plugin_references(problem, config)
     ref = config["reference"]
     own = getattr(problem.base, "reference_atol", None)
     # A per-component atol of the problem (Robertson's 1e-20 on y2) is kept: a scalar would be too loose.
@@ -219,12 +287,65 @@ def references(problem: Problem, config: dict[str, Any]) -> References:
     pair = REFERENCE_OVERRIDES.get(problem.name, REFERENCE_METHODS[problem.stiff])
     out = []
     for method, rtol, own_atol in pair:
-        ys = reference_solution(flat_rhs, problem.y0.reshape(-1), problem.ts, params=problem.cache_params,
+        ys = reference_solution(flat_rhs, problem.y0.reshape(-1), problem.ts, params=problem.cache_params or {},
                                 stiff=problem.stiff, jac=problem.jac, rtol=rtol or ref["rtol"],
-                                atol=own_atol or atol, method=method)
+                                atol=own_atol or atol, method=method, use_cache=problem.cache_params is not None)
         out.append(ys.reshape(len(problem.ts), *shape))
     kind = " vs ".join(f"{m} (rtol {r or ref['rtol']:g})" for m, r, _ in pair)
     return References(out[0], out[1], kind)
+
+
+def _plugin_references(problem: Problem, config: dict[str, Any]) -> References:
+    """The references of a user's problem without a numpy field: tight solves (``reference.rtol``)
+    through the first two of ``gradient.reference`` whose framework the problem provides.
+
+    Raises:
+        ValueError: when no such plugin is installed.
+        odebench.SolveFailed: when a reference solve fails.
+    """
+    from odebench import registry
+    from odebench.workloads.workprecision.drivers import make_driver
+
+    ref = config["reference"]
+    pair = pick_plugins(config["gradient"]["reference"], problem.frameworks)
+    out = []
+    for name, method in pair:
+        kw = dict(method=method, grad_mode="backprop", rtol=ref["rtol"], atol=ref["atol"], max_steps=10**6)
+        driver = make_driver(registry.get_plugin(name), problem, kw, task="solve", threads=config["measure"]["threads"])
+        out.append(driver.trajectory(driver.solve()))
+    kind = " vs ".join(f"{n} {m}" for n, m in pair) + f" (rtol {ref['rtol']:g}; the problem has no exact solution " \
+        "nor numpy field)"
+    return References(out[0], out[1] if len(out) > 1 else None, kind)
+
+
+def pick_plugins(wanted: list[str], frameworks: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The first two ``plugin:method`` of ``wanted`` that are installed, backprop, and compute in one
+    of ``frameworks``.
+
+    Raises:
+        ValueError: for a malformed entry, or when none is left.
+    """
+    from odebench import registry
+
+    out = []
+    for item in wanted:
+        name, _, method = item.partition(":")
+        if not method:
+            raise ValueError(f"gradient.reference entry {item!r} must be plugin:method, e.g. torch_custom:dopri5")
+        try:
+            entry = registry.entry(name)
+        except registry.UnknownPluginError:
+            continue
+        if entry.available() is None:
+            cls = entry.load()
+            if cls.framework in frameworks and cls.unsupported_reason(method, "backprop") is None:
+                out.append((name, method))
+        if len(out) == 2:
+            return out
+    if not out:
+        raise ValueError(f"the references need a backprop computation in {', '.join(frameworks)}; none of "
+                         f"{', '.join(wanted)} is installed and computes there")
+    return out
 
 
 def loss_targets(problem: Problem, seed: int, scale: float) -> np.ndarray:
