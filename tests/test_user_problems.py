@@ -220,3 +220,22 @@ def test_a_problem_is_found_by_file_path_and_its_folder_travels_with_the_cases(t
     with pytest.raises(ProblemError, match="neither module:function nor an entry point"):
         problemload.load_problem("no-such-entry-point")
     assert isinstance(problem.times(), np.ndarray)
+
+
+def test_a_problem_is_found_through_the_odebench_problems_entry_point_group(user_dir, monkeypatch):
+    import importlib.metadata
+
+    write_module(user_dir, "installed")
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kw):
+        if kw.get("group") == problemload.GROUP:
+            return [importlib.metadata.EntryPoint("tiny", "installed:make_problem", problemload.GROUP)]
+        return real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    assert problemload.problem_names() == ["tiny"]
+    problem, target, _ = problemload.load_problem("tiny")
+    assert target == "installed:make_problem" and problem.name == "tiny_mlp"
+    suite = odebench.load_suite(SUITE, "quick", problem="tiny")
+    assert suite.config["user_problem"]["spec"] == "installed:make_problem"

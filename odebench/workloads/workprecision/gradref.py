@@ -30,6 +30,8 @@ from odebench.workloads.workprecision.problems import Problem, pick_plugins
 
 #: Bumped when the way the reference gradient is computed changes (it is part of the cache key).
 FORMAT = 1
+#: The reference gradients of users' problems computed in this process, by (name, cache key).
+_MEMO: dict[tuple[str, str], GradReference] = {}
 
 
 @dataclass
@@ -139,9 +141,10 @@ def reference_gradient(problem: Problem, targets: np.ndarray, config: dict[str, 
     what = {"format": FORMAT, "problem": problem.cache_params, "pair": pair, "rtol": g["rtol"], "atol": g["atol"],
             "fd": [g["fd_directions"], g["fd_step"], ref["rtol"], ref["atol"]], "seed": seed}
     key = cache_key(what, problem.ts, np.concatenate([problem.y0.ravel(), targets.ravel()]))
-    # A user's problem is never cached: its field is the user's code, which may change under one name.
+    # A user's problem is cached in this process only (the cases of an inline run share it), never on
+    # disk: its field is the user's code, which may change under one name between runs.
     path = None if problem.cache_params is None else cache_dir() / f"wp-gradient-{problem.name}-{key[:24]}.npz"
-    cached = None if path is None else _read(path)
+    cached = _MEMO.get((problem.name, key)) if path is None else _read(path)
     if cached is not None:
         return cached
     grads, losses = [], []
@@ -164,7 +167,9 @@ def reference_gradient(problem: Problem, targets: np.ndarray, config: dict[str, 
     n_params = sum(int(np.size(x)) for x in leaves)
     xcheck = relative_l2(grads[1], grads[0]) if len(grads) > 1 else float("nan")
     out = GradReference(grads[0], losses[0], n_params, kind, xcheck, fd)
-    if path is not None:
+    if path is None:
+        _MEMO[(problem.name, key)] = out
+    else:
         _write(path, out)
     return out
 
