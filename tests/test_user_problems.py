@@ -12,6 +12,7 @@ from conftest import ROOT as REPO
 import odebench
 from odebench import cli, problemload
 from odebench.problem import ProblemError
+from odebench.problems import builtin
 
 SUITE = str(REPO / "suites" / "workprecision")
 
@@ -239,3 +240,15 @@ def test_a_problem_is_found_through_the_odebench_problems_entry_point_group(user
     assert target == "installed:make_problem" and problem.name == "tiny_mlp"
     suite = odebench.load_suite(SUITE, "quick", problem="tiny")
     assert suite.config["user_problem"]["spec"] == "installed:make_problem"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: builtin.classic("linear_spiral", t1=1.0, n_points=5),
+    lambda: builtin.classic("vanderpol_stiff", t1=1.0, n_points=5),
+    lambda: builtin.neural("neural_wide", 0, t1=1.0, n_points=5, batch=3),
+], ids=["linear_spiral", "vanderpol_stiff", "neural_wide"])
+def test_the_built_in_problems_are_on_the_same_contract_and_pass_its_checks_and_gate(make):
+    problem = make()
+    assert isinstance(problem, odebench.Problem)
+    info = problemload.check(problem, "builtin", None)
+    assert info["frameworks"] == ["torch", "jax", "numpy"] and info["gate"]["passed"] is True

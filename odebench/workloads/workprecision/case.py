@@ -162,7 +162,7 @@ def _gradient(plugin: SolverPlugin, problem: problems.Problem, refs: problems.Re
     from odebench.workloads.workprecision.gradref import reference_gradient
 
     measure = config["measure"]
-    targets = problem.user.targets if problem.user is not None else None
+    targets = problem.parts.targets
     if targets is None:
         targets = problems.loss_targets(problem, case["seed"], config["gradient"]["target_scale"])
     ref = reference_gradient(problem, targets, config, case["seed"])

@@ -111,37 +111,12 @@ class Driver(abc.ABC):
 
 
 # --------------------------------------------------------------------------- torch
-def _torch_field(problem: Problem) -> Any:
-    import torch
+def _field(problem: Problem, framework: str) -> Any:
+    """The problem's field in ``framework``, with its shared weights (the contract's, for built-in and
+    user's problems alike: :func:`odebench.problemload.build_field`)."""
+    from odebench.problemload import build_field
 
-    from odebench.backends.torch import MLPField
-
-    if problem.user is not None:
-        from odebench.problemload import build_field
-
-        return build_field(problem.user.problem, "torch", problem.user.weights)[0]
-    if problem.mlp is not None:
-        spec, weights = problem.mlp
-        return MLPField(spec, weights, torch.float64)
-    if problem.exact:
-        class LinearField(torch.nn.Module):
-            """``f(t, y) = y Aᵀ`` (the spiral's own ``rhs`` is numpy-only)."""
-
-            # It ignores t: a per-sample stepping plugin (torchode) may evaluate the batch in one call.
-            autonomous = True
-
-            def __init__(self, a: np.ndarray):
-                super().__init__()
-                self.register_buffer("a_t", torch.as_tensor(a, dtype=torch.float64).T.contiguous())
-
-            def forward(self, t, y):
-                return y @ self.a_t
-
-        return LinearField(np.asarray(problem.base.A))
-    field = problem.base.torch_field()
-    # The built-in problems' fields are autonomous (none reads t): say so, as MLPField does.
-    field.autonomous = True
-    return field
+    return build_field(problem.parts.problem, framework, problem.parts.weights)[0]
 
 
 class TorchDriver(Driver):
@@ -153,7 +128,7 @@ class TorchDriver(Driver):
         import torch
 
         self.torch, self.plugin, self.kw = torch, plugin, kw
-        self.field = _torch_field(problem)
+        self.field = _field(problem, "torch")
         self.params = [p for p in self.field.parameters() if p.requires_grad]
         self.y0 = torch.as_tensor(problem.y0, dtype=torch.float64)
         self.ts = torch.as_tensor(problem.ts, dtype=torch.float64)
@@ -285,31 +260,6 @@ def _start_jax(threads: int) -> Any:
     return jax
 
 
-def _jax_field(problem: Problem) -> Any:
-    import equinox as eqx
-    import jax.numpy as jnp
-
-    from odebench.backends.jax import build_mlp
-
-    if problem.user is not None:
-        from odebench.problemload import build_field
-
-        return build_field(problem.user.problem, "jax", problem.user.weights)[0]
-    if problem.mlp is not None:
-        spec, weights = problem.mlp
-        return build_mlp(spec, weights, jnp.float64)
-
-    class ProblemField(eqx.Module):
-        """``f(t, y) = problem.rhs(t, y)``: the problem's own formula, traced by JAX."""
-
-        problem: Any = eqx.field(static=True)
-
-        def __call__(self, t, y):
-            return self.problem.rhs(t, y)
-
-    return ProblemField(problem.base)
-
-
 class JaxDriver(Driver):
     """JAX plugins: the solve and the gradient compiled ahead of time (``compile_s`` apart)."""
 
@@ -321,7 +271,7 @@ class JaxDriver(Driver):
         import jax.numpy as jnp
 
         self.jax, self.jnp, self.plugin, self.kw = jax, jnp, plugin, kw
-        self.model = _jax_field(problem)
+        self.model = _field(problem, "jax")
         self.y0 = jnp.asarray(problem.y0, dtype=jnp.float64)
         # Concrete output times closed over (not traced): diffrax then sizes a fixed-step loop by the grid.
         self.ts = jnp.asarray(problem.ts, dtype=jnp.float64)

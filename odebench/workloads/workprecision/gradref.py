@@ -134,7 +134,7 @@ def reference_gradient(problem: Problem, targets: np.ndarray, config: dict[str, 
     """
     g, ref = config["gradient"], config["reference"]
     pair = pick_plugins(g["reference"], problem.frameworks)
-    if len(pair) < 2 and problem.user is None:
+    if len(pair) < 2 and not problem.user:
         raise ValueError(f"the reference gradient needs two independent backprop computations; available of "
                          f"{', '.join(g['reference'])}: {', '.join(f'{p}:{m}' for p, m in pair)}")
     leaves = problem.leaves()

@@ -1,7 +1,9 @@
 """The work-precision problems, framework-neutral: output times, initial state, the numpy
 vector field and its Jacobian, and the float64 references every error is measured against.
 
-A problem is one of :data:`~.schema.PROBLEMS`:
+Every problem is an :class:`odebench.Problem` — a user's (``--problem``, ``config["user_problem"]``)
+or a built-in one of :data:`~.schema.PROBLEMS` (:mod:`odebench.problems.builtin`) — read into one
+:class:`Problem` record that the drivers, references and the reference gradient use:
 
 * ``linear_spiral``: ``y' = A y`` (:class:`odebench.problems.LinearSpiral`), exact solution;
 * ``vanderpol`` (μ = 1), ``lorenz`` (a short span, where a float64 reference is meaningful),
@@ -13,29 +15,27 @@ A problem is one of :data:`~.schema.PROBLEMS`:
   network, not the solver's own loop, dominates the cost of a step.
 
 Without an exact solution the truth is two independent scipy solves at ``reference.rtol``
-(:func:`odebench.problems.reference.reference_solution`, cached on disk): DOP853 and Radau,
-or Radau and BDF for the stiff problems (an explicit reference there would take millions of
-steps). Errors are measured against the first; how far the second is from it is the
-accuracy the report may claim.
+(:func:`odebench.problems.reference.reference_solution`, cached on disk for the built-in
+problems): DOP853 and Radau, or Radau and BDF for the stiff problems (an explicit reference
+there would take millions of steps). Errors are measured against the first; how far the second
+is from it is the accuracy the report may claim. A user's problem without a numpy field is
+measured against tight solves through two plugins of its frameworks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from odebench.models import MLPSpec, mlp_weights
-from odebench.problems import PROBLEMS as BASE_PROBLEMS
-from odebench.problems import LinearSpiral
+from odebench.models import MLPSpec
+from odebench.problems import builtin
+from odebench.problems.builtin import MLP_SPECS, NumpyMLP  # noqa: F401 - the workload's names for them
 from odebench.problems.reference import reference_solution
 from odebench.workloads.workprecision.schema import NEURAL, PROBLEM_DEFAULTS
 
-#: The MLP of each neural problem.
-MLP_SPECS = {"neural_spiral": MLPSpec((2, 50, 2), "tanh", 0.1, 0.0),
-             "neural_wide": MLPSpec((16, 64, 16), "tanh", 0.25, 0.0)}
 #: The reference methods (primary, secondary) of non-stiff and stiff problems, as ``(scipy
 #: method, rtol, atol)``; None takes ``reference.rtol`` / ``reference.atol``.
 REFERENCE_METHODS = {False: (("DOP853", None, None), ("Radau", None, None)),
@@ -48,71 +48,8 @@ REFERENCE_OVERRIDES = {"vanderpol_stiff": (("Radau", None, None), ("BDF", 1e-10,
 
 
 @dataclass
-class Problem:
-    """One problem as a case solves it, in numpy.
-
-    Attributes:
-        name: a key of :data:`~.schema.PROBLEMS`.
-        ts: output times, float64, ``ts[0] = 0``.
-        y0: the initial state, float64, shape ``(d,)`` or ``(batch, d)``.
-        rhs: the vector field ``f(t, y)`` on arrays shaped like ``y0``.
-        jac: ``d rhs / d y`` of the flattened state (dense, or sparse block-diagonal for a batch).
-        stiff: whether the references are those of a stiff problem.
-        max_steps: the step budget of the solves of this problem.
-        explicit_max_steps: the budget of explicit adaptive methods (smaller on stiff problems,
-            where they cannot finish: they then fail in seconds).
-        base: the :mod:`odebench.problems` object (None for the neural problems).
-        mlp: ``(spec, weights)`` of a neural problem, else None.
-        cache_params: what identifies the problem in the reference cache (None: never cached).
-        user: the user's problem (:class:`UserParts`), else None.
-    """
-
-    name: str
-    ts: np.ndarray
-    y0: np.ndarray
-    rhs: Callable[[float, np.ndarray], np.ndarray]
-    jac: Callable[[float, np.ndarray], Any] | None
-    stiff: bool
-    max_steps: int
-    explicit_max_steps: int
-    base: Any = None
-    mlp: tuple[MLPSpec, list[tuple[np.ndarray, np.ndarray]]] | None = None
-    cache_params: dict[str, Any] | None = field(default_factory=dict)
-    user: UserParts | None = None
-
-    @property
-    def exact(self) -> bool:
-        """Whether the problem has a closed-form solution."""
-        return isinstance(self.base, LinearSpiral) or (self.user is not None and self.user.exact is not None)
-
-    @property
-    def uniform(self) -> bool:
-        """Whether the output times are equally spaced (fixed steps can then land on them)."""
-        return bool(np.allclose(np.diff(self.ts), self.ts[1] - self.ts[0], rtol=1e-12, atol=0))
-
-    @property
-    def frameworks(self) -> tuple[str, ...]:
-        """The frameworks with a vector field of this problem (every one for a built-in problem)."""
-        return ("torch", "jax", "numpy") if self.user is None else self.user.frameworks
-
-    def leaves(self) -> list[np.ndarray] | None:
-        """The parameters the gradient task differentiates, in order (None: the field has none)."""
-        if self.user is not None:
-            return self.user.weights
-        return None if self.mlp is None else [x for layer in self.mlp[1] for x in layer]
-
-    def numpy_field(self, leaves: list[np.ndarray]) -> Callable[[float, np.ndarray], np.ndarray] | None:
-        """The numpy field with the parameters ``leaves`` (finite differences perturb them), or None."""
-        if self.user is not None:
-            return self.user.problem.numpy_field(leaves) if "numpy" in self.user.frameworks else None
-        if self.mlp is None:
-            return None
-        return NumpyMLP(self.mlp[0], list(zip(leaves[::2], leaves[1::2])), self.y0.shape)
-
-
-@dataclass
-class UserParts:
-    """A user's problem as a case uses it.
+class Parts:
+    """What a case reads of an :class:`odebench.Problem`.
 
     Attributes:
         problem: the :class:`odebench.Problem`.
@@ -129,82 +66,106 @@ class UserParts:
     targets: np.ndarray | None
 
 
+@dataclass
+class Problem:
+    """One problem as a case solves it, in numpy.
+
+    Attributes:
+        name: a key of :data:`~.schema.PROBLEMS`, or the user's problem's name.
+        ts: output times, float64, ``ts[0] = 0``.
+        y0: the initial state, float64, shape ``(d,)`` or ``(batch, d)``.
+        rhs: the vector field ``f(t, y)`` on arrays shaped like ``y0`` (None: no numpy field).
+        jac: ``d rhs / d y`` of the flattened state (dense, or sparse block-diagonal for a batch).
+        stiff: whether the references are those of a stiff problem.
+        max_steps: the step budget of the solves of this problem.
+        explicit_max_steps: the budget of explicit adaptive methods (smaller on stiff problems,
+            where they cannot finish: they then fail in seconds).
+        parts: the :class:`odebench.Problem` and what was read of it (:class:`Parts`).
+        user: whether it is the user's problem.
+        base: the :mod:`odebench.problems` object (None for the neural and the user's problems).
+        mlp: ``(spec, weights)`` of a built-in neural problem, else None.
+        cache_params: what identifies the problem in the reference cache (None: never cached).
+    """
+
+    name: str
+    ts: np.ndarray
+    y0: np.ndarray
+    rhs: Callable[[float, np.ndarray], np.ndarray] | None
+    jac: Callable[[float, np.ndarray], Any] | None
+    stiff: bool
+    max_steps: int
+    explicit_max_steps: int
+    parts: Parts
+    user: bool = False
+    base: Any = None
+    mlp: tuple[MLPSpec, list[tuple[np.ndarray, np.ndarray]]] | None = None
+    cache_params: dict[str, Any] | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the problem has a closed-form solution."""
+        return self.parts.exact is not None
+
+    @property
+    def uniform(self) -> bool:
+        """Whether the output times are equally spaced (fixed steps can then land on them)."""
+        return bool(np.allclose(np.diff(self.ts), self.ts[1] - self.ts[0], rtol=1e-12, atol=0))
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        """The frameworks with a vector field of this problem."""
+        return self.parts.frameworks
+
+    def leaves(self) -> list[np.ndarray] | None:
+        """The parameters the gradient task differentiates, in order (None: the field has none)."""
+        return self.parts.weights
+
+    def numpy_field(self, leaves: list[np.ndarray] | None) -> Callable[[float, np.ndarray], np.ndarray] | None:
+        """The numpy field with the parameters ``leaves`` (finite differences perturb them), or None."""
+        return self.parts.problem.numpy_field(leaves) if "numpy" in self.frameworks else None
+
+
 def settings(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """The problem's settings: its defaults, then the suite's ``[problems]`` entry over them."""
     return PROBLEM_DEFAULTS[name] | config.get("problems", {}).get(name, {})
 
 
-class NumpyMLP:
-    """``f(t, y) = W2 tanh(W1 y + b1) + b2`` (any depth) in numpy, with its Jacobian.
+def read(problem: Any, max_steps: int, explicit_max_steps: int, **extra: Any) -> Problem:
+    """The :class:`Problem` record of an :class:`odebench.Problem`.
 
     Arguments:
-        spec: the MLP (its activation must be tanh).
-        weights: ``[(W, b), ...]`` as :func:`odebench.models.mlp_weights` draws them.
-        shape: the state's shape, ``(d,)`` or ``(batch, d)``.
-
-    Raises:
-        ValueError: for an activation other than tanh.
+        problem: the :class:`odebench.Problem`.
+        max_steps, explicit_max_steps: the step budgets.
+        extra: the record's ``user``, ``base``, ``mlp`` and ``cache_params``.
     """
-
-    def __init__(self, spec: MLPSpec, weights: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]):
-        if spec.activation != "tanh":
-            raise ValueError(f"the numpy MLP is tanh only, got {spec.activation!r}")
-        self.weights = [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in weights]
-        self.shape = shape
-
-    def __call__(self, t: float, y: np.ndarray) -> np.ndarray:
-        h = y
-        for i, (w, b) in enumerate(self.weights):
-            h = h @ w.T + b
-            if i < len(self.weights) - 1:
-                h = np.tanh(h)
-        return h
-
-    def jac(self, t: float, y_flat: np.ndarray) -> Any:
-        """The Jacobian of the flattened state: one block per batch row (sparse when batched)."""
-        rows = np.asarray(y_flat).reshape(-1, self.shape[-1])
-        blocks = []
-        for y in rows:
-            j = np.eye(len(y))
-            h = y
-            for i, (w, b) in enumerate(self.weights):
-                h = h @ w.T + b
-                j = w @ j
-                if i < len(self.weights) - 1:
-                    h = np.tanh(h)
-                    j = (1.0 - h * h)[:, None] * j
-            blocks.append(j)
-        if len(blocks) == 1:
-            return blocks[0]
-        import scipy.sparse
-
-        return scipy.sparse.block_diag(blocks, format="csc")
+    ts = np.asarray(problem.times(), np.float64)
+    w = problem.weights()
+    weights = None if w is None else [np.asarray(x, np.float64) for x in w]
+    fws = tuple(problem.frameworks)
+    exact, targets = problem.exact(ts), problem.targets()
+    parts = Parts(problem, weights, fws, None if exact is None else np.asarray(exact, np.float64),
+                  None if targets is None else np.asarray(targets, np.float64))
+    rhs = problem.numpy_field(weights) if "numpy" in fws else None
+    jac = problem.jacobian() if hasattr(problem, "jacobian") else None  # the built-in ones know theirs
+    return Problem(problem.name, ts, np.asarray(problem.initial_state(), np.float64), rhs, jac, bool(problem.stiff),
+                   max_steps, explicit_max_steps, parts, **extra)
 
 
 def build_user(info: dict[str, Any]) -> Problem:
     """The user's problem ``config["user_problem"]`` (loaded again, in this process, from its spec).
 
-    Its references are never cached: the field's code is the user's, and may change under the
-    same name.
+    Its references are never cached on disk: the field's code is the user's, and may change
+    under the same name.
     """
     from odebench.problemload import load_problem
 
     user, _, _ = load_problem(info["spec"], search=[info["path"]] if info["path"] else [])
-    ts = np.asarray(user.times(), np.float64)
-    y0 = np.asarray(user.initial_state(), np.float64)
-    w = user.weights()
-    weights = None if w is None else [np.asarray(x, np.float64) for x in w]
-    fws = tuple(user.frameworks)
-    exact, targets = user.exact(ts), user.targets()
-    parts = UserParts(user, weights, fws, None if exact is None else np.asarray(exact, np.float64),
-                      None if targets is None else np.asarray(targets, np.float64))
-    rhs = user.numpy_field(weights) if "numpy" in fws else None
-    return Problem(info["name"], ts, y0, rhs, None, bool(user.stiff), int(user.max_steps), int(user.max_steps),
-                   cache_params=None, user=parts)
+    return read(user, int(user.max_steps), int(user.max_steps), user=True)
 
 
 def build(name: str, config: dict[str, Any], seed: int) -> Problem:
-    """The problem ``name`` with the suite's settings and the case's seed.
+    """The problem ``name`` with the suite's settings and the case's seed (the user's problem when
+    the suite runs one).
 
     Arguments:
         name: a key of :data:`~.schema.PROBLEMS`.
@@ -220,27 +181,15 @@ def build(name: str, config: dict[str, Any], seed: int) -> Problem:
     if config.get("user_problem"):
         return build_user(config["user_problem"])
     s = settings(name, config)
-    explicit = s.get("explicit_max_steps", s["max_steps"])
+    budgets = (s["max_steps"], s.get("explicit_max_steps", s["max_steps"]))
     if name in NEURAL:
-        spec = MLP_SPECS[name]
-        weights = mlp_weights(spec, seed)
-        if name == "neural_spiral":
-            y0 = np.array([2.0, 0.0])
-        else:
-            y0 = np.random.default_rng([seed, 11]).standard_normal((s["batch"], spec.sizes[0]))
-        ts = np.linspace(0.0, s["t1"], s["n_points"])
-        mlp = NumpyMLP(spec, weights, y0.shape)
-        params = {"problem": f"wp-{name}", "sizes": list(spec.sizes), "weight_std": spec.weight_std,
-                  "seed": seed, "batch": list(y0.shape)}
-        return Problem(name, ts, y0, mlp, mlp.jac, False, s["max_steps"], explicit, None, (spec, weights), params)
-    cls = LinearSpiral if name == "linear_spiral" else BASE_PROBLEMS[name]
-    base = cls(t1=s["t1"], n_points=s["n_points"])
-    y0 = np.asarray(base.y0, dtype=np.float64)
-    if name == "linear_spiral":
-        a = np.asarray(base.A, dtype=np.float64)
-        return Problem(name, base.ts, y0, base.rhs, lambda t, y: a, False, s["max_steps"], explicit, base)
-    return Problem(name, np.asarray(base.ts, np.float64), y0, base.rhs, base.jac, bool(base.stiff),
-                   s["max_steps"], explicit, base, None, base.params())
+        mlp = builtin.neural(name, seed, t1=s["t1"], n_points=s["n_points"], batch=s.get("batch", 64))
+        params = {"problem": f"wp-{name}", "sizes": list(mlp.spec.sizes), "weight_std": mlp.spec.weight_std,
+                  "seed": seed, "batch": list(mlp.y0.shape)}
+        return read(mlp, *budgets, mlp=(mlp.spec, builtin.pairs(mlp.leaves)), cache_params=params)
+    classic = builtin.classic(name, t1=s["t1"], n_points=s["n_points"])
+    params = {} if name == "linear_spiral" else classic.base.params()
+    return read(classic, *budgets, base=classic.base, cache_params=params)
 
 
 @dataclass
@@ -268,10 +217,9 @@ def references(problem: Problem, config: dict[str, Any]) -> References:
     Raises:
         RuntimeError: when a reference solve fails.
     """
-    if problem.user is not None and problem.user.exact is not None:
-        return References(problem.user.exact, None, "exact (the problem's own)")
     if problem.exact:
-        return References(problem.base.exact(problem.ts), None, "exact (matrix exponential)")
+        return References(problem.parts.exact, None, "exact (the problem's own)" if problem.user
+                          else "exact (matrix exponential)")
     if problem.rhs is None:
         return _plugin_references(problem, config)
     ref = config["reference"]
