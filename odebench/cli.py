@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the cases on the Dask scheduler at ADDRESS (tcp://host:8786, or a scheduler "
                             "file); `odebench cluster slurm` starts one with workers on Slurm")
 
-    ls = sub.add_parser("list", help="list plugins (availability, methods, grad modes) and suites")
+    ls = sub.add_parser("list", help="list plugins (availability, methods, grad modes), suites and installed problems")
     ls.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -391,8 +391,11 @@ def cmd_list(args) -> int:
         except SuiteError as exc:
             suites.append({"path": str(toml.parent), "name": toml.parent.name, "profiles": [],
                            "default_profile": None, "description": f"INVALID: {exc}"})
+    from odebench.problemload import problem_names
+
+    problems = problem_names()
     if args.json:
-        print(json.dumps({"plugins": plugins, "suites": suites}, indent=2))
+        print(json.dumps({"plugins": plugins, "suites": suites, "problems": problems}, indent=2))
         return 0
     print("Plugins:")
     for p in plugins:
@@ -407,6 +410,9 @@ def cmd_list(args) -> int:
     for s in suites:
         print(f"  {s['path']:<18} profiles: {_profile_list(s['profiles'], s['default_profile'])}\n"
               f"  {'':<18} {s['description']}")
+    # Installed packages' problems (entry points); a file of your own runs as --problem file.py:function.
+    print(f"\nProblems (--problem NAME): {', '.join(problems)}" if problems else
+          "\nNo installed problems (--problem also takes module:function or file.py:function)")
     return 0
 
 

@@ -252,3 +252,21 @@ def test_the_built_in_problems_are_on_the_same_contract_and_pass_its_checks_and_
     assert isinstance(problem, odebench.Problem)
     info = problemload.check(problem, "builtin", None)
     assert info["frameworks"] == ["torch", "jax", "numpy"] and info["gate"]["passed"] is True
+
+
+def test_a_run_on_a_problem_resumes_on_the_same_problem(user_dir, capsys):
+    spec = write_module(user_dir, "resumed")
+    results = user_dir / "results"
+    args = ["--profile", "quick", "--plugin", "torch_custom", "--method", "dopri5", "--grad", "backprop",
+            "--no-progress"]
+    assert cli.main(["run", SUITE, "--problem", spec, "--results", str(results), *args]) == 0
+    (run_dir,) = (results / "workprecision").iterdir()
+    records = (run_dir / "records.jsonl").read_text().splitlines()
+    (run_dir / "records.jsonl").write_text("\n".join(records[:3]) + "\n")  # as if killed after three cases
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(run_dir), "--no-progress"]) == 0, capsys.readouterr().err
+    import json
+
+    again = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    assert len(again) == len(records) and {r["problem"] for r in again} == {"tiny_mlp"}
+    assert all(r["status"] == "ok" for r in again)
