@@ -112,6 +112,12 @@ class Problem(abc.ABC):
         there is none: the references are then computed (see :mod:`odebench.problemload`)."""
         return None
 
+    def reference(self, ts: np.ndarray) -> np.ndarray | None:
+        """A reference solution you trust at ``ts`` (e.g. a long solve of your own), shape
+        ``(len(ts), *y0.shape)``, used when there is no :meth:`exact` one; None (the default): the
+        references are computed."""
+        return None
+
     def targets(self) -> np.ndarray | None:
         """The targets of the gradient task's loss ``Σ_i ‖y(t_i) - target_i‖²``, shape
         ``(len(times), *y0.shape)``; None (the default): the workload draws them from the seed."""

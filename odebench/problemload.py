@@ -131,10 +131,10 @@ def check(problem: Problem, spec: str, folder: str | None) -> dict[str, Any]:
 
     Returns:
         What the cases need to load it again, JSON-able: ``spec``, ``path`` (the folder to
-        import from), ``name``, ``frameworks``, ``stiff``, ``has_weights``, ``n_outputs``, ``uniform``
-        (equally spaced output times), and
-        ``gate`` (``passed``: True, False or None when there is one framework; ``max_rel``;
-        ``reference``: the framework the others are compared with; ``note``).
+        import from), ``name``, ``frameworks``, ``stiff``, ``has_weights``, ``n_outputs``,
+        ``uniform`` (equally spaced output times), and ``gate`` (``passed``: True, False or None
+        when there is one framework; ``max_rel``; ``reference``: the framework the others are
+        compared with; ``note``).
 
     Raises:
         ProblemError: one line naming what is wrong.
@@ -157,6 +157,7 @@ def check(problem: Problem, spec: str, folder: str | None) -> dict[str, Any]:
                                f"got {type(weights).__name__}")
         weights = [_array(w, f"weights()[{i}]", name) for i, w in enumerate(weights)]
     for what, value, shape in (("exact(times())", problem.exact(ts), (len(ts), *y0.shape)),
+                               ("reference(times())", problem.reference(ts), (len(ts), *y0.shape)),
                                ("targets()", problem.targets(), (len(ts), *y0.shape))):
         if value is not None and _array(value, what, name).shape != shape:
             raise ProblemError(f"problem {name!r}: {what} has shape {np.shape(value)}, expected {shape}")

@@ -39,6 +39,9 @@ MODULE = textwrap.dedent('''
         def weights(self):
             return WEIGHTS
 
+        def reference(self, ts):
+            return REFERENCE
+
         def numpy_field(self, w):
             return _np(w)
 
@@ -78,7 +81,7 @@ MODULE = textwrap.dedent('''
         return 42
 ''')
 DEFAULTS = {"FRAMEWORKS": ("torch", "numpy"), "Y0": "np.array([[1.0, -0.5], [0.3, 0.8]])", "WEIGHTS": "W",
-            "LOAD": True, "CUT": False, "SIGN": 1.0}
+            "LOAD": True, "CUT": False, "SIGN": 1.0, "REFERENCE": "None"}
 
 
 def write_module(folder, name: str, **settings) -> str:
@@ -187,6 +190,7 @@ def test_the_problem_replaces_every_problem_of_the_matrix(user_dir):
     ({"CUT": True}, None, "the torch field returns shape (2, 1), but the state has shape (2, 2)"),
     ({"Y0": "np.array([[1.0, np.nan], [0.3, 0.8]])"}, None, "initial_state() has non-finite values"),
     ({"LOAD": False}, None, "parameter 0 is not weights()[0]"),
+    ({"REFERENCE": "np.zeros((3, 2))"}, None, "reference(times()) has shape (3, 2), expected (5, 2, 2)"),
     ({"WEIGHTS": "W[:2]"}, None, "parameters have shapes [(8, 2), (8,), (2, 8), (2,)], but weights() has "
                                  "[(8, 2), (8,)]"),
 ])
@@ -270,3 +274,22 @@ def test_a_run_on_a_problem_resumes_on_the_same_problem(user_dir, capsys):
     again = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
     assert len(again) == len(records) and {r["problem"] for r in again} == {"tiny_mlp"}
     assert all(r["status"] == "ok" for r in again)
+
+
+def test_a_problem_with_its_own_reference_is_measured_against_it(user_dir):
+    import scipy.integrate
+
+    folder = user_dir
+    write_module(folder, "own_ref")
+    problem = problemload.load_problem("own_ref:make_problem")[0]
+    w, y0, ts = problem.weights(), problem.initial_state(), problem.times()
+    f = problem.numpy_field(w)
+    sol = scipy.integrate.solve_ivp(lambda t, y: f(t, y.reshape(y0.shape)).ravel(), (ts[0], ts[-1]), y0.ravel(),
+                                    t_eval=ts, rtol=1e-12, atol=1e-12, method="DOP853")
+    np.save(folder / "ref.npy", sol.y.T.reshape(len(ts), *y0.shape))
+    spec = write_module(folder, "own_ref2", REFERENCE=f"np.load({str(folder / 'ref.npy')!r})")
+    result = odebench.run(SUITE, problem=spec, profile="quick", plugins=["torch_custom"], methods=["dopri5"],
+                          grad_modes=["backprop"], results=folder / "results")
+    solves = _rows(result.table, "solve")
+    assert len(solves) == 4 and (solves["ref_kind"] == "the problem's own reference").all()
+    assert solves["ref_l2"].isna().all() and (solves["err_l2"] < 1e-3).all()

@@ -57,6 +57,7 @@ class Parts:
         frameworks: the frameworks it provides a field for.
         exact: its exact solution at the output times, or None.
         targets: its loss targets, or None (drawn from the seed).
+        reference: its own reference solution at the output times, or None.
     """
 
     problem: Any
@@ -64,6 +65,7 @@ class Parts:
     frameworks: tuple[str, ...]
     exact: np.ndarray | None
     targets: np.ndarray | None
+    reference: np.ndarray | None = None
 
 
 @dataclass
@@ -142,9 +144,9 @@ def read(problem: Any, max_steps: int, explicit_max_steps: int, **extra: Any) ->
     w = problem.weights()
     weights = None if w is None else [np.asarray(x, np.float64) for x in w]
     fws = tuple(problem.frameworks)
-    exact, targets = problem.exact(ts), problem.targets()
-    parts = Parts(problem, weights, fws, None if exact is None else np.asarray(exact, np.float64),
-                  None if targets is None else np.asarray(targets, np.float64))
+    exact, targets, ref = (None if x is None else np.asarray(x, np.float64)
+                           for x in (problem.exact(ts), problem.targets(), problem.reference(ts)))
+    parts = Parts(problem, weights, fws, exact, targets, ref)
     rhs = problem.numpy_field(weights) if "numpy" in fws else None
     jac = problem.jacobian() if hasattr(problem, "jacobian") else None  # the built-in ones know theirs
     return Problem(problem.name, ts, np.asarray(problem.initial_state(), np.float64), rhs, jac, bool(problem.stiff),
@@ -208,7 +210,9 @@ class References:
 
 
 def references(problem: Problem, config: dict[str, Any]) -> References:
-    """The exact solution, or the two scipy references (computed once, then read from the cache).
+    """The exact solution; else the problem's own reference; else the two scipy references of its numpy
+    field (computed once, then read from the cache for a built-in problem); else tight solves through
+    two plugins of its frameworks.
 
     Arguments:
         problem: the problem.
@@ -220,6 +224,8 @@ def references(problem: Problem, config: dict[str, Any]) -> References:
     if problem.exact:
         return References(problem.parts.exact, None, "exact (the problem's own)" if problem.user
                           else "exact (matrix exponential)")
+    if problem.parts.reference is not None:
+        return References(problem.parts.reference, None, "the problem's own reference")
     if problem.rhs is None:
         return _plugin_references(problem, config)
     ref = config["reference"]
