@@ -135,6 +135,7 @@ def test_the_python_function_runs_the_suite_on_the_problem_and_returns_its_table
     assert set(result.summary["problem"]) == {"tiny_mlp"}
     assert set(result.table["state_size"]) == {4}
     assert (_rows(result.table, "gradient")["grad_ref_kind"].str.contains("central differences")).all()
+    assert "tiny_mlp**, fairness gate: the fields of torch, numpy agree" in result.report.read_text()
 
 
 def test_a_torch_only_problem_is_unsupported_for_jax_and_scipy_with_the_reason(user_dir):
@@ -293,3 +294,4 @@ def test_a_problem_with_its_own_reference_is_measured_against_it(user_dir):
     solves = _rows(result.table, "solve")
     assert len(solves) == 4 and (solves["ref_kind"] == "the problem's own reference").all()
     assert solves["ref_l2"].isna().all() and (solves["err_l2"] < 1e-3).all()
+    assert "one reference, with no independent second one" in result.report.read_text()
