@@ -7,10 +7,13 @@ The public API is small:
 * :class:`SolverPlugin`, :class:`JaxSolverPlugin`, :class:`Solution`, :class:`SolveStats`,
   :class:`Status`, :class:`UnsupportedError`, :class:`SolveFailed` — the plugin contract;
 * :class:`Workload`, :func:`get_workload`, :func:`workload_names` — the workload contract;
-* :func:`render_report` — records → tables and figures.
+* :func:`render_report` — records → tables and figures;
+* :class:`Problem`, :class:`ProblemError` — the contract of a problem of your own, and
+  :func:`run` (:class:`RunResult`) — a suite on it (or on its own problems) from Python.
 """
 
 from odebench._version import __version__
+from odebench.problem import Problem, ProblemError
 from odebench.protocol import (
     GRAD_MODES,
     METHODS,
@@ -28,6 +31,14 @@ from odebench.suite import Case, Suite, load_suite
 from odebench.workload import Workload
 
 
+def run(suite, problem=None, **kwargs):
+    """Run a suite as ``odebench run`` does and return a :class:`odebench.notebook.RunResult` (its tables and
+    run folder); the arguments are :func:`odebench.notebook.run`'s (imported on call: it needs pandas)."""
+    from odebench.notebook import run as _run
+
+    return _run(suite, problem, **kwargs)
+
+
 def render_report(run_dir):
     """Re-render ``report.md``, ``results.csv`` and figures of a run folder (see :mod:`odebench.report`)."""
     from odebench.report import render
@@ -36,7 +47,7 @@ def render_report(run_dir):
 
 
 __all__ = [
-    "GRAD_MODES", "METHODS", "Case", "JaxSolverPlugin", "Solution", "SolveFailed", "SolveStats", "SolverPlugin",
-    "Status", "Suite", "SuiteError", "UnsupportedError", "Workload", "__version__", "get_plugin", "get_workload",
-    "load_suite", "plugin_names", "render_report", "workload_names",
+    "GRAD_MODES", "METHODS", "Case", "JaxSolverPlugin", "Problem", "ProblemError", "Solution", "SolveFailed",
+    "SolveStats", "SolverPlugin", "Status", "Suite", "SuiteError", "UnsupportedError", "Workload", "__version__", "get_plugin", "get_workload",
+    "load_suite", "plugin_names", "render_report", "run", "workload_names",
 ]

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite and write results/<suite>/<run-id>/")
     run.add_argument("suite", nargs="?", help="a suite folder, e.g. suites/spiral (optional with --resume)")
     _add_filters(run)
+    run.add_argument("--problem", metavar="MODULE:FUNCTION",
+                     help="run the suite on a problem of yours: a function returning an odebench.Problem "
+                          "(its module found on PYTHONPATH, in the current folder or in the suite's folder), or the "
+                          "name of an odebench.problems entry point; the workprecision suites take one")
     run.add_argument("--results", default="results", help="results root (default: results)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
     run.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
@@ -67,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the cases on the Dask scheduler at ADDRESS (tcp://host:8786, or a scheduler "
                             "file); `odebench cluster slurm` starts one with workers on Slurm")
 
-    ls = sub.add_parser("list", help="list plugins (availability, methods, grad modes) and suites")
+    ls = sub.add_parser("list", help="list plugins (availability, methods, grad modes), suites and installed problems")
     ls.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -122,17 +126,19 @@ def overrides_from(args) -> dict[str, object]:
 
 
 def _load(args):
+    from odebench.problem import ProblemError
     from odebench.schema import SuiteError
     from odebench.suite import load_suite
 
+    problem = getattr(args, "problem", None)
     try:
         overrides = overrides_from(args)
         suite = load_suite(args.suite, args.profile)
         _check_suite_plugins(suite)
         if "data.data_dir" in overrides and "data" not in suite.config:
             raise UsageError(f"--data-dir: suite {suite.name!r} reads no dataset")
-        if overrides:
-            suite = load_suite(args.suite, args.profile, overrides)
+        if overrides or problem:
+            suite = load_suite(args.suite, args.profile, overrides, problem=problem)
         seeds = None
         if args.seed:
             try:
@@ -149,6 +155,8 @@ def _load(args):
             if getattr(args, flag, None) is not None and message.startswith(setting):
                 message = f"--{flag.replace('_', '-')} ({setting})" + message[len(setting):]
         raise UsageError(message) from None
+    except ProblemError as exc:
+        raise UsageError(f"--problem: {exc}") from None
     _check_plugins(args.plugin or [])
     return suite, cases
 
@@ -185,6 +193,31 @@ def _check_suite_plugins(suite) -> None:
 
 
 def cmd_run(args) -> int:
+    from odebench import report
+
+    records, path = execute_run(args)
+    df = report.to_frame(records)
+    note = report.concurrency_note(records)
+    if note:
+        print(note + "\n")
+    print(report.summary_markdown(df))
+    skipped = report.not_run(df)
+    if skipped:
+        print("\nNot run:\n" + "\n".join(skipped))
+    print(f"\nreport: {path}")
+    return 0
+
+
+def execute_run(args) -> tuple[list[dict], Path]:
+    """Run what ``odebench run``'s arguments ask for, and render its report.
+
+    Returns:
+        ``(records, report.md's path)``; the run folder is the report's.
+
+    Raises:
+        UsageError: for bad input, before anything runs.
+        Stopped: when the run is interrupted.
+    """
     from odebench import registry, report, runner
 
     if args.resume:
@@ -193,6 +226,7 @@ def cmd_run(args) -> int:
         args.suite, args.profile = info["suite_path"], info["profile"]
         args.plugin, args.method, args.grad = f.get("plugin"), f.get("method"), f.get("grad_mode")
         args.seed, args.device = f.get("seed"), f.get("device")
+        args.problem = info.get("problem")
         saved = info["overrides"]
         for flag, setting in OVERRIDE_FLAGS.items():
             # run.json of older runs keys the overrides by the setting's last part.
@@ -217,7 +251,7 @@ def cmd_run(args) -> int:
         suite_path=str(Path(args.suite).resolve()), profile=suite.profile,
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,
                  "seed": args.seed, "device": args.device},
-        overrides=overrides_from(args))
+        overrides=overrides_from(args), problem=args.problem)
     # The cluster is reached (or started) before the run folder exists: a scheduler that does not
     # answer leaves nothing behind.
     executor = _executor(args)
@@ -237,16 +271,7 @@ def cmd_run(args) -> int:
     finally:
         if executor is not None:
             executor.close()
-    df = report.to_frame(records)
-    note = report.concurrency_note(records)
-    if note:
-        print(note + "\n")
-    print(report.summary_markdown(df))
-    skipped = report.not_run(df)
-    if skipped:
-        print("\nNot run:\n" + "\n".join(skipped))
-    print(f"\nreport: {path}")
-    return 0
+    return records, path
 
 
 def _executor(args):
@@ -370,8 +395,11 @@ def cmd_list(args) -> int:
         except SuiteError as exc:
             suites.append({"path": str(toml.parent), "name": toml.parent.name, "profiles": [],
                            "default_profile": None, "description": f"INVALID: {exc}"})
+    from odebench.problemload import problem_names
+
+    problems = problem_names()
     if args.json:
-        print(json.dumps({"plugins": plugins, "suites": suites}, indent=2))
+        print(json.dumps({"plugins": plugins, "suites": suites, "problems": problems}, indent=2))
         return 0
     print("Plugins:")
     w = max((len(p["name"]) for p in plugins), default=0)  # the longest name sets the first column
@@ -387,6 +415,9 @@ def cmd_list(args) -> int:
     for s in suites:
         print(f"  {s['path']:<18} profiles: {_profile_list(s['profiles'], s['default_profile'])}\n"
               f"  {'':<18} {s['description']}")
+    # Installed packages' problems (entry points); a file of your own runs as --problem file.py:function.
+    print(f"\nProblems (--problem NAME): {', '.join(problems)}" if problems else
+          "\nNo installed problems (--problem also takes module:function or file.py:function)")
     return 0
 
 

@@ -45,10 +45,11 @@ class RunSpec:
     filters: dict[str, list[Any] | None] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     cwd: str = field(default_factory=os.getcwd)  # where a relative suite_path is relative to
+    problem: str | None = None  # the user's problem (--problem), as given
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite_path": self.suite_path, "profile": self.profile, "filters": self.filters,
-                "overrides": self.overrides, "cwd": self.cwd}
+                "overrides": self.overrides, "cwd": self.cwd, "problem": self.problem}
 
 
 def new_run_dir(results: Path, suite_name: str) -> Path:
@@ -78,7 +79,7 @@ def _device_reason(device: str) -> str | None:
     return None
 
 
-def _static_outcome(case: Case) -> dict[str, Any] | None:
+def _static_outcome(case: Case, suite: Suite) -> dict[str, Any] | None:
     """The record fields for a case that need not (or cannot) run: unavailable or unsupported."""
     try:
         e = registry.entry(case.plugin)
@@ -88,7 +89,8 @@ def _static_outcome(case: Case) -> dict[str, Any] | None:
     if reason:
         return {"status": str(Status.UNAVAILABLE), "message": reason}
     cls = e.load()
-    why = cls.unsupported_reason(case.method, case.grad_mode, case.device) or _device_reason(case.device)
+    why = (cls.unsupported_reason(case.method, case.grad_mode, case.device) or _device_reason(case.device)
+           or suite.workload.unsupported_reason(case.to_dict(), suite.config, cls))
     if why:
         return {"status": str(Status.UNSUPPORTED), "message": why}
     return None
@@ -245,7 +247,7 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
         for case in todo:
             bar.start(case)
             started = time.perf_counter()
-            outcome = _static_outcome(case)
+            outcome = _static_outcome(case, suite)
             if outcome is None and executor is not None:
                 runnable.append(case)  # a worker runs it
                 continue

@@ -239,7 +239,7 @@ def parse_overrides(overrides: dict[str, Any] | None) -> dict[str, dict[str, Any
 
 
 def load_suite(path: str | Path, profile: str | None = None,
-               overrides: dict[str, Any] | None = None) -> Suite:
+               overrides: dict[str, Any] | None = None, problem: str | None = None) -> Suite:
     """Read, merge the profile and the overrides into, and validate a suite.
 
     Every profile the file defines is validated, not only the chosen one: a typo in a
@@ -259,10 +259,16 @@ def load_suite(path: str | Path, profile: str | None = None,
             (``{"measure.repeats": 5, "measure.timeout_s": 60.0}``), checked against the
             same schema as the file. This is the one way the command line, ``regress`` and
             asv change a suite's settings.
+        problem: a problem of the user's, ``module:function`` or an ``odebench.problems``
+            entry point (:mod:`odebench.problemload`; the module is looked for on ``sys.path``,
+            then in the current folder, then in the suite's folder), checked and made the
+            suite's problem input by its workload (:meth:`odebench.Workload.use_problem`).
 
     Raises:
         SuiteError: on a missing file, malformed TOML, any invalid key or value, an unknown
-            profile, a ``default_profile`` that is no profile, or a profile named ``default``.
+            profile, a ``default_profile`` that is no profile, or a profile named ``default``;
+            for a workload that takes no problem of the user's.
+        odebench.ProblemError: for a problem that does not load or check (one line).
     """
     file = suite_file(path)
     try:
@@ -294,6 +300,16 @@ def load_suite(path: str | Path, profile: str | None = None,
     from odebench import claims
 
     claims.check_profiles(config["claims"], names, where)
+    if problem is not None:
+        from odebench import problemload
+
+        workload = registry.get_workload(config["suite"]["workload"])
+        if not workload.takes_problem:
+            takers = [n for n in registry.workload_names() if registry.get_workload(n).takes_problem]
+            raise SuiteError(f"suite {config['suite']['name']!r} (workload {workload.name}) takes no problem of yours "
+                             f"(--problem); valid: a suite of the {', '.join(takers)} workload")
+        user, spec, folder = problemload.load_problem(problem, search=(str(file.parent.resolve()),))
+        workload.use_problem(config, problemload.check(user, spec, folder))
     return Suite(config["suite"]["name"], file.parent, chosen, config, names, default)
 
 

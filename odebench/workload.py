@@ -62,6 +62,8 @@ class Workload(abc.ABC):
     axes: ClassVar[dict[str, FieldSpec]] = {}
     columns: ClassVar[list[str]] = []
     summary_note: ClassVar[str] = ""
+    #: Whether a user's problem can be the suite's problem input (``--problem``; :meth:`use_problem`).
+    takes_problem: ClassVar[bool] = False
 
     def validate(self, config: dict[str, dict[str, Any]], where: str) -> None:
         """Cross-checks the schema cannot express (e.g. snapshots within the iterations).
@@ -103,6 +105,31 @@ class Workload(abc.ABC):
         result (the group's process failed, or timed out) does the work itself in its own process.
         """
         return {}
+
+    def use_problem(self, config: dict[str, dict[str, Any]], problem: dict[str, Any]) -> None:
+        """Make a user's problem the suite's problem input (``odebench run --problem``), in place.
+
+        Arguments:
+            config: the validated settings, changed in place.
+            problem: what :func:`odebench.problemload.check` returned for it (JSON-able: it
+                travels to the cases in ``config``).
+
+        Raises:
+            odebench.schema.SuiteError: when the suite's settings do not fit the problem.
+            NotImplementedError: in a workload that does not declare :attr:`takes_problem`.
+        """
+        raise NotImplementedError(f"the {self.name} workload takes no problem of the user's")
+
+    def unsupported_reason(self, case: dict[str, Any], config: dict[str, Any], plugin: type) -> str | None:
+        """Why a case cannot run, known before it starts (the runner then records ``unsupported``
+        without starting its process); None (the default) when it can.
+
+        Arguments:
+            case: the case's fields, with the axes.
+            config: the suite's validated settings.
+            plugin: the case's plugin class (installed).
+        """
+        return None
 
     @abc.abstractmethod
     def run_case(self, case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def test_list_shows_plugins_and_suites(cli):
     td = next(p for p in data["plugins"] if p["name"] == "torchdiffeq")
     assert td["available"] is None and "rk4" in td["methods"] and "adjoint" in td["grad_modes"]
     assert any(s["name"] == "spiral" for s in data["suites"])
+    assert isinstance(data["problems"], list)  # the odebench.problems entry points installed
     text = cli("list")
     assert text.returncode == 0 and "torchdiffeq" in text.stdout and "suites/spiral" in text.stdout
 

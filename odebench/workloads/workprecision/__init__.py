@@ -67,6 +67,7 @@ class WorkPrecisionWorkload(Workload):
     axes = AXES
     columns = COLUMNS
     summary_note = report.SUMMARY_NOTE
+    takes_problem = True
 
     def validate(self, config: dict[str, Any], where: str) -> None:
         """Float64 on the CPU; each block pairs adaptive methods with ``n_steps = 0`` and fixed-step
@@ -133,8 +134,22 @@ class WorkPrecisionWorkload(Workload):
                 raise SuiteError(f"{where}: {what}: n_steps {off[0]} does not put a step on each of {name}'s "
                                  f"{n_points} output times; use multiples of {n_points - 1}")
 
+    def use_problem(self, config: dict[str, Any], problem: dict[str, Any]) -> None:
+        """Every block of the matrix on the user's problem instead of the suite's (``--problem``):
+        its name replaces every ``problem`` of the matrix and of its include blocks, and the problem
+        travels to the cases as ``config["user_problem"]``. A case in a framework the problem does
+        not provide, or a fixed-step case whose grid misses an output time, is an ``unsupported``
+        row (:func:`.case.unsupported_reason`)."""
+        m = config["matrix"]
+        m["problem"] = [problem["name"]]
+        for inc in m["include"]:
+            if "problem" in inc:
+                inc["problem"] = [problem["name"]]
+        config["user_problem"] = problem
+
     # What one case does and how the report shows it live in their own modules.
     run_case = staticmethod(case.run_case)
+    unsupported_reason = staticmethod(case.unsupported_reason)
     summary = staticmethod(report.summary)
     figures = staticmethod(report.figures)
     sections_md = staticmethod(report.sections)

@@ -42,7 +42,13 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
     rec: dict[str, Any] = {"status": str(Status.OK), "message": "", "report_params": json.dumps(report, sort_keys=True)}
     try:
         task = case["task"]
-        if task == "gradient" and case["problem"] not in NEURAL:
+        user = config.get("user_problem")
+        why = unsupported_reason(case, config, plugin)
+        if why:
+            raise UnsupportedError(why)
+        if user:
+            _gate(user, plugin, case, rec)
+        elif task == "gradient" and case["problem"] not in NEURAL:
             raise UnsupportedError(f"the gradient task differentiates a neural vector field; problem "
                                    f"{case['problem']!r} has none (valid: {', '.join(NEURAL)})")
         problem = problems.build(case["problem"], config, case["seed"])
@@ -64,6 +70,44 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
         rec.update(failure_fields(exc))
     rec["case_wall_s"] = time.perf_counter() - t_case
     return rec
+
+
+def unsupported_reason(case: dict[str, Any], config: dict[str, Any], plugin: Any) -> str | None:
+    """Why a case on a user's problem cannot run (None when it can, or for the built-in problems):
+    its framework not provided, no shared weights for a gradient, a step grid that misses an output time.
+
+    Arguments:
+        case: the case's fields; config: the suite's settings; plugin: the plugin (class or instance).
+    """
+    user = config.get("user_problem")
+    if not user:
+        return None
+    fw = plugin.framework if case["task"] == "solve" else plugin.backend_framework()
+    if fw not in user["frameworks"]:
+        return (f"problem {user['name']!r} provides no {fw} vector field (it provides "
+                f"{', '.join(user['frameworks'])}); {plugin.name} {case['task']}s in {fw}")
+    if case["task"] == "gradient" and not user["has_weights"]:
+        return f"problem {user['name']!r} shares no weights(): the gradient task differentiates with respect to them"
+    n, outputs = int(case.get("n_steps") or 0), user["n_outputs"]
+    if n and not (user["uniform"] and n % (outputs - 1) == 0):
+        return (f"n_steps {n} does not put a step on each of problem {user['name']!r}'s {outputs} output times "
+                f"(equally spaced ones, and n_steps a multiple of {outputs - 1})")
+    return None
+
+
+def _gate(user: dict[str, Any], plugin: SolverPlugin, case: dict[str, Any], rec: dict[str, Any]) -> None:
+    """The problem's fairness gate in the record.
+
+    Raises:
+        SolveFailed: ``unfair`` when the problem's frameworks failed the gate and the case computes
+            in another than the gate's reference framework.
+    """
+    gate = user["gate"]
+    rec.update(gate={None: "skipped", True: "pass", False: "fail"}[gate["passed"]], gate_max_rel=gate["max_rel"],
+               gate_note=gate["note"])
+    fw = plugin.framework if case["task"] == "solve" else plugin.backend_framework()
+    if gate["passed"] is False and fw != gate["reference"]:
+        raise SolveFailed(Status.UNFAIR, gate["note"])
 
 
 def _repeat(fn, driver: Driver, repeats: int) -> tuple[Any, list[float]]:
@@ -118,7 +162,9 @@ def _gradient(plugin: SolverPlugin, problem: problems.Problem, refs: problems.Re
     from odebench.workloads.workprecision.gradref import reference_gradient
 
     measure = config["measure"]
-    targets = problems.loss_targets(problem, case["seed"], config["gradient"]["target_scale"])
+    targets = problem.parts.targets
+    if targets is None:
+        targets = problems.loss_targets(problem, case["seed"], config["gradient"]["target_scale"])
     ref = reference_gradient(problem, targets, config, case["seed"])
     rec.update(grad_ref_kind=ref.kind, grad_ref_xcheck=ref.xcheck, grad_ref_fd=ref.fd)
     # Pinned before the case allocates: freed buffers then leave the process, and the resident

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from odebench.measure import NFECounter
-from odebench.protocol import STIFF_METHODS, SolveFailed, SolverPlugin, SolveStats, Status
+from odebench.protocol import STIFF_METHODS, SolveFailed, SolverPlugin, SolveStats, Status, UnsupportedError
 from odebench.workloads.workprecision.problems import Problem
 
 
@@ -111,33 +111,12 @@ class Driver(abc.ABC):
 
 
 # --------------------------------------------------------------------------- torch
-def _torch_field(problem: Problem) -> Any:
-    import torch
+def _field(problem: Problem, framework: str) -> Any:
+    """The problem's field in ``framework``, with its shared weights (the contract's, for built-in and
+    user's problems alike: :func:`odebench.problemload.build_field`)."""
+    from odebench.problemload import build_field
 
-    from odebench.backends.torch import MLPField
-
-    if problem.mlp is not None:
-        spec, weights = problem.mlp
-        return MLPField(spec, weights, torch.float64)
-    if problem.exact:
-        class LinearField(torch.nn.Module):
-            """``f(t, y) = y Aᵀ`` (the spiral's own ``rhs`` is numpy-only)."""
-
-            # It ignores t: a per-sample stepping plugin (torchode) may evaluate the batch in one call.
-            autonomous = True
-
-            def __init__(self, a: np.ndarray):
-                super().__init__()
-                self.register_buffer("a_t", torch.as_tensor(a, dtype=torch.float64).T.contiguous())
-
-            def forward(self, t, y):
-                return y @ self.a_t
-
-        return LinearField(np.asarray(problem.base.A))
-    field = problem.base.torch_field()
-    # The built-in problems' fields are autonomous (none reads t): say so, as MLPField does.
-    field.autonomous = True
-    return field
+    return build_field(problem.parts.problem, framework, problem.parts.weights)[0]
 
 
 class TorchDriver(Driver):
@@ -149,7 +128,7 @@ class TorchDriver(Driver):
         import torch
 
         self.torch, self.plugin, self.kw = torch, plugin, kw
-        self.field = _torch_field(problem)
+        self.field = _field(problem, "torch")
         self.params = [p for p in self.field.parameters() if p.requires_grad]
         self.y0 = torch.as_tensor(problem.y0, dtype=torch.float64)
         self.ts = torch.as_tensor(problem.ts, dtype=torch.float64)
@@ -216,6 +195,8 @@ class NumpyDriver(Driver):
 
     def __init__(self, plugin: SolverPlugin, problem: Problem, kw: dict[str, Any]):
         self.plugin, self.kw, self.problem = plugin, kw, problem
+        if problem.rhs is None:
+            raise UnsupportedError(f"problem {problem.name!r} provides no numpy vector field")
         self.f = problem.rhs
 
     def _odeint(self, f: Callable) -> Any:
@@ -265,27 +246,6 @@ def _start_jax(threads: int) -> Any:
     return jax
 
 
-def _jax_field(problem: Problem) -> Any:
-    import equinox as eqx
-    import jax.numpy as jnp
-
-    from odebench.backends.jax import build_mlp
-
-    if problem.mlp is not None:
-        spec, weights = problem.mlp
-        return build_mlp(spec, weights, jnp.float64)
-
-    class ProblemField(eqx.Module):
-        """``f(t, y) = problem.rhs(t, y)``: the problem's own formula, traced by JAX."""
-
-        problem: Any = eqx.field(static=True)
-
-        def __call__(self, t, y):
-            return self.problem.rhs(t, y)
-
-    return ProblemField(problem.base)
-
-
 class JaxDriver(Driver):
     """JAX plugins: the solve and the gradient compiled ahead of time (``compile_s`` apart)."""
 
@@ -297,7 +257,7 @@ class JaxDriver(Driver):
         import jax.numpy as jnp
 
         self.jax, self.jnp, self.plugin, self.kw = jax, jnp, plugin, kw
-        self.model = _jax_field(problem)
+        self.model = _field(problem, "jax")
         self.y0 = jnp.asarray(problem.y0, dtype=jnp.float64)
         # Concrete output times closed over (not traced): diffrax then sizes a fixed-step loop by the grid.
         self.ts = jnp.asarray(problem.ts, dtype=jnp.float64)
@@ -391,7 +351,9 @@ class JaxDriver(Driver):
 
     def flat_gradient(self, handle):
         loss, (g_model, g_y0), ys = handle
-        parts = [np.asarray(x, np.float64).reshape(-1) for layer in g_model.layers for x in layer]
+        # The model's leaves in pytree order: an MLP's W then b, layer by layer; a user's field's
+        # leaves in the order of its shared weights (checked when the problem was loaded).
+        parts = [np.asarray(x, np.float64).reshape(-1) for x in self.jax.tree_util.tree_leaves(g_model)]
         parts.append(np.asarray(g_y0, np.float64).reshape(-1))
         return float(loss), np.concatenate(parts), np.asarray(ys, np.float64)
 

@@ -26,10 +26,12 @@ from odebench import registry
 from odebench.problems.reference import cache_dir, cache_key, solve_reference
 from odebench.workloads.workprecision.analysis import relative_l2
 from odebench.workloads.workprecision.drivers import make_driver
-from odebench.workloads.workprecision.problems import NumpyMLP, Problem
+from odebench.workloads.workprecision.problems import Problem, pick_plugins
 
 #: Bumped when the way the reference gradient is computed changes (it is part of the cache key).
 FORMAT = 1
+#: The reference gradients of users' problems computed in this process, by (name, cache key).
+_MEMO: dict[tuple[str, str], GradReference] = {}
 
 
 @dataclass
@@ -53,19 +55,19 @@ class GradReference:
     fd: float
 
 
-def flatten(weights: list[tuple[np.ndarray, np.ndarray]], y0: np.ndarray) -> np.ndarray:
-    """The parameters (``W`` then ``b``, layer by layer) and ``y0`` as one float64 vector."""
-    parts = [np.asarray(x, np.float64).ravel() for layer in weights for x in layer]
-    return np.concatenate([*parts, np.asarray(y0, np.float64).ravel()])
+def flatten(leaves: list[np.ndarray], y0: np.ndarray) -> np.ndarray:
+    """The parameters (each of ``leaves`` in turn: an MLP's ``W`` then ``b``, layer by layer) and
+    ``y0`` as one float64 vector."""
+    return np.concatenate([*(np.asarray(x, np.float64).ravel() for x in leaves), np.asarray(y0, np.float64).ravel()])
 
 
-def unflatten(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]], y0: np.ndarray):
-    """The inverse of :func:`flatten`, shaped like ``weights`` and ``y0``."""
+def unflatten(x: np.ndarray, leaves: list[np.ndarray], y0: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The inverse of :func:`flatten`, shaped like ``leaves`` and ``y0``."""
     out, k = [], 0
-    for w, b in weights:
-        nw, nb = np.size(w), np.size(b)
-        out.append((x[k:k + nw].reshape(np.shape(w)), x[k + nw:k + nw + nb].reshape(np.shape(b))))
-        k += nw + nb
+    for leaf in leaves:
+        n = np.size(leaf)
+        out.append(x[k:k + n].reshape(np.shape(leaf)))
+        k += n
     return out, x[k:].reshape(np.shape(y0))
 
 
@@ -73,16 +75,16 @@ def numpy_loss(problem: Problem, targets: np.ndarray, x: np.ndarray, rtol: float
     """``L`` at the parameters and ``y0`` packed in ``x``, solved by scipy's DOP853 (uncached).
 
     Raises:
-        ValueError: for a problem without an MLP.
+        ValueError: for a problem without parameters or without a numpy field.
     """
-    if problem.mlp is None:
-        raise ValueError(f"problem {problem.name!r} has no neural vector field to differentiate")
-    spec, weights = problem.mlp
-    w, y0 = unflatten(x, weights, problem.y0)
-    mlp = NumpyMLP(spec, w, y0.shape)
+    leaves = problem.leaves()
+    if leaves is None or problem.numpy_field(leaves) is None:
+        raise ValueError(f"problem {problem.name!r} has no numpy vector field with parameters to differentiate")
+    w, y0 = unflatten(x, leaves, problem.y0)
+    field = problem.numpy_field(w)
 
     def flat(t, y):
-        return mlp(t, y.reshape(y0.shape)).reshape(-1)
+        return np.asarray(field(t, y.reshape(y0.shape)), np.float64).reshape(-1)
 
     ys = solve_reference(flat, y0.reshape(-1), problem.ts, stiff=False, rtol=rtol, atol=atol)
     return float(np.sum((ys.reshape(targets.shape) - targets) ** 2))
@@ -104,8 +106,7 @@ def fd_check(problem: Problem, targets: np.ndarray, grad: np.ndarray, *, directi
         ``max_v |D_v - grad · v| / |grad · v|``, with ``D_v = (4 D(h/2) - D(h)) / 3`` and
         ``D(h) = (L(x + h v) - L(x - h v)) / 2h``.
     """
-    spec, weights = problem.mlp
-    x = flatten(weights, problem.y0)
+    x = flatten(problem.leaves(), problem.y0)
     h = step * float(np.linalg.norm(x))
     rng = np.random.default_rng([seed, 29])
     worst = 0.0
@@ -124,29 +125,6 @@ def fd_check(problem: Problem, targets: np.ndarray, grad: np.ndarray, *, directi
     return worst
 
 
-def _pick(wanted: list[str]) -> list[tuple[str, str]]:
-    """The first two ``plugin:method`` of ``wanted`` that can backprop here.
-
-    Raises:
-        ValueError: for a malformed entry, or when fewer than two are available.
-    """
-    out = []
-    for item in wanted:
-        name, _, method = item.partition(":")
-        if not method:
-            raise ValueError(f"gradient.reference entry {item!r} must be plugin:method, e.g. torch_custom:dopri5")
-        try:
-            entry = registry.entry(name)
-        except registry.UnknownPluginError:
-            continue
-        if entry.available() is None and entry.load().unsupported_reason(method, "backprop") is None:
-            out.append((name, method))
-        if len(out) == 2:
-            return out
-    raise ValueError(f"the reference gradient needs two independent backprop computations; available of "
-                     f"{', '.join(wanted)}: {', '.join(f'{p}:{m}' for p, m in out) or 'none'}")
-
-
 def reference_gradient(problem: Problem, targets: np.ndarray, config: dict[str, Any], seed: int) -> GradReference:
     """The reference gradient of ``problem``'s loss, from the cache or computed (see the module docstring).
 
@@ -155,12 +133,18 @@ def reference_gradient(problem: Problem, targets: np.ndarray, config: dict[str, 
         odebench.SolveFailed: when a reference solve fails.
     """
     g, ref = config["gradient"], config["reference"]
-    pair = _pick(g["reference"])
+    pair = pick_plugins(g["reference"], problem.frameworks)
+    if len(pair) < 2 and not problem.user:
+        raise ValueError(f"the reference gradient needs two independent backprop computations; available of "
+                         f"{', '.join(g['reference'])}: {', '.join(f'{p}:{m}' for p, m in pair)}")
+    leaves = problem.leaves()
     what = {"format": FORMAT, "problem": problem.cache_params, "pair": pair, "rtol": g["rtol"], "atol": g["atol"],
             "fd": [g["fd_directions"], g["fd_step"], ref["rtol"], ref["atol"]], "seed": seed}
     key = cache_key(what, problem.ts, np.concatenate([problem.y0.ravel(), targets.ravel()]))
-    path = cache_dir() / f"wp-gradient-{problem.name}-{key[:24]}.npz"
-    cached = _read(path)
+    # A user's problem is cached in this process only (the cases of an inline run share it), never on
+    # disk: its field is the user's code, which may change under one name between runs.
+    path = None if problem.cache_params is None else cache_dir() / f"wp-gradient-{problem.name}-{key[:24]}.npz"
+    cached = _MEMO.get((problem.name, key)) if path is None else _read(path)
     if cached is not None:
         return cached
     grads, losses = [], []
@@ -171,13 +155,22 @@ def reference_gradient(problem: Problem, targets: np.ndarray, config: dict[str, 
         loss, grad, _ = driver.flat_gradient(driver.gradient())
         grads.append(grad)
         losses.append(loss)
-    fd = fd_check(problem, targets, grads[0], directions=g["fd_directions"], step=g["fd_step"], rtol=ref["rtol"],
-                  atol=ref["atol"], seed=seed)
-    kind = (f"backprop through {pair[0][0]} {pair[0][1]} (checked against {pair[1][0]} {pair[1][1]}) at rtol "
-            f"{g['rtol']:g}; central differences along {g['fd_directions']} directions with scipy DOP853")
-    n_params = problem.mlp[0].n_params
-    out = GradReference(grads[0], losses[0], n_params, kind, relative_l2(grads[1], grads[0]), fd)
-    _write(path, out)
+    checked = f" (checked against {pair[1][0]} {pair[1][1]})" if len(pair) > 1 else " (no second plugin computes here)"
+    kind = f"backprop through {pair[0][0]} {pair[0][1]}{checked} at rtol {g['rtol']:g}"
+    if problem.numpy_field(leaves) is not None:
+        fd = fd_check(problem, targets, grads[0], directions=g["fd_directions"], step=g["fd_step"],
+                      rtol=ref["rtol"], atol=ref["atol"], seed=seed)
+        kind += f"; central differences along {g['fd_directions']} directions with scipy DOP853"
+    else:
+        fd = float("nan")
+        kind += "; no numpy field: no finite-difference check"
+    n_params = sum(int(np.size(x)) for x in leaves)
+    xcheck = relative_l2(grads[1], grads[0]) if len(grads) > 1 else float("nan")
+    out = GradReference(grads[0], losses[0], n_params, kind, xcheck, fd)
+    if path is None:
+        _MEMO[(problem.name, key)] = out
+    else:
+        _write(path, out)
     return out
 
 

@@ -1,7 +1,9 @@
 """The work-precision problems, framework-neutral: output times, initial state, the numpy
 vector field and its Jacobian, and the float64 references every error is measured against.
 
-A problem is one of :data:`~.schema.PROBLEMS`:
+Every problem is an :class:`odebench.Problem` — a user's (``--problem``, ``config["user_problem"]``)
+or a built-in one of :data:`~.schema.PROBLEMS` (:mod:`odebench.problems.builtin`) — read into one
+:class:`Problem` record that the drivers, references and the reference gradient use:
 
 * ``linear_spiral``: ``y' = A y`` (:class:`odebench.problems.LinearSpiral`), exact solution;
 * ``vanderpol`` (μ = 1), ``lorenz`` (a short span, where a float64 reference is meaningful),
@@ -13,29 +15,27 @@ A problem is one of :data:`~.schema.PROBLEMS`:
   network, not the solver's own loop, dominates the cost of a step.
 
 Without an exact solution the truth is two independent scipy solves at ``reference.rtol``
-(:func:`odebench.problems.reference.reference_solution`, cached on disk): DOP853 and Radau,
-or Radau and BDF for the stiff problems (an explicit reference there would take millions of
-steps). Errors are measured against the first; how far the second is from it is the
-accuracy the report may claim.
+(:func:`odebench.problems.reference.reference_solution`, cached on disk for the built-in
+problems): DOP853 and Radau, or Radau and BDF for the stiff problems (an explicit reference
+there would take millions of steps). Errors are measured against the first; how far the second
+is from it is the accuracy the report may claim. A user's problem without a numpy field is
+measured against tight solves through two plugins of its frameworks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from odebench.models import MLPSpec, mlp_weights
-from odebench.problems import PROBLEMS as BASE_PROBLEMS
-from odebench.problems import LinearSpiral
+from odebench.models import MLPSpec
+from odebench.problems import builtin
+from odebench.problems.builtin import MLP_SPECS, NumpyMLP  # noqa: F401 - the workload's names for them
 from odebench.problems.reference import reference_solution
 from odebench.workloads.workprecision.schema import NEURAL, PROBLEM_DEFAULTS
 
-#: The MLP of each neural problem.
-MLP_SPECS = {"neural_spiral": MLPSpec((2, 50, 2), "tanh", 0.1, 0.0),
-             "neural_wide": MLPSpec((16, 64, 16), "tanh", 0.25, 0.0)}
 #: The reference methods (primary, secondary) of non-stiff and stiff problems, as ``(scipy
 #: method, rtol, atol)``; None takes ``reference.rtol`` / ``reference.atol``.
 REFERENCE_METHODS = {False: (("DOP853", None, None), ("Radau", None, None)),
@@ -48,45 +48,83 @@ REFERENCE_OVERRIDES = {"vanderpol_stiff": (("Radau", None, None), ("BDF", 1e-10,
 
 
 @dataclass
+class Parts:
+    """What a case reads of an :class:`odebench.Problem`.
+
+    Attributes:
+        problem: the :class:`odebench.Problem`.
+        weights: its shared weights (float64), or None.
+        frameworks: the frameworks it provides a field for.
+        exact: its exact solution at the output times, or None.
+        targets: its loss targets, or None (drawn from the seed).
+        reference: its own reference solution at the output times, or None.
+    """
+
+    problem: Any
+    weights: list[np.ndarray] | None
+    frameworks: tuple[str, ...]
+    exact: np.ndarray | None
+    targets: np.ndarray | None
+    reference: np.ndarray | None = None
+
+
+@dataclass
 class Problem:
     """One problem as a case solves it, in numpy.
 
     Attributes:
-        name: a key of :data:`~.schema.PROBLEMS`.
+        name: a key of :data:`~.schema.PROBLEMS`, or the user's problem's name.
         ts: output times, float64, ``ts[0] = 0``.
         y0: the initial state, float64, shape ``(d,)`` or ``(batch, d)``.
-        rhs: the vector field ``f(t, y)`` on arrays shaped like ``y0``.
+        rhs: the vector field ``f(t, y)`` on arrays shaped like ``y0`` (None: no numpy field).
         jac: ``d rhs / d y`` of the flattened state (dense, or sparse block-diagonal for a batch).
         stiff: whether the references are those of a stiff problem.
         max_steps: the step budget of the solves of this problem.
         explicit_max_steps: the budget of explicit adaptive methods (smaller on stiff problems,
             where they cannot finish: they then fail in seconds).
-        base: the :mod:`odebench.problems` object (None for the neural problems).
-        mlp: ``(spec, weights)`` of a neural problem, else None.
-        cache_params: what identifies the problem in the reference cache.
+        parts: the :class:`odebench.Problem` and what was read of it (:class:`Parts`).
+        user: whether it is the user's problem.
+        base: the :mod:`odebench.problems` object (None for the neural and the user's problems).
+        mlp: ``(spec, weights)`` of a built-in neural problem, else None.
+        cache_params: what identifies the problem in the reference cache (None: never cached).
     """
 
     name: str
     ts: np.ndarray
     y0: np.ndarray
-    rhs: Callable[[float, np.ndarray], np.ndarray]
+    rhs: Callable[[float, np.ndarray], np.ndarray] | None
     jac: Callable[[float, np.ndarray], Any] | None
     stiff: bool
     max_steps: int
     explicit_max_steps: int
+    parts: Parts
+    user: bool = False
     base: Any = None
     mlp: tuple[MLPSpec, list[tuple[np.ndarray, np.ndarray]]] | None = None
-    cache_params: dict[str, Any] = field(default_factory=dict)
+    cache_params: dict[str, Any] | None = None
 
     @property
     def exact(self) -> bool:
         """Whether the problem has a closed-form solution."""
-        return isinstance(self.base, LinearSpiral)
+        return self.parts.exact is not None
 
     @property
     def uniform(self) -> bool:
         """Whether the output times are equally spaced (fixed steps can then land on them)."""
         return bool(np.allclose(np.diff(self.ts), self.ts[1] - self.ts[0], rtol=1e-12, atol=0))
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        """The frameworks with a vector field of this problem."""
+        return self.parts.frameworks
+
+    def leaves(self) -> list[np.ndarray] | None:
+        """The parameters the gradient task differentiates, in order (None: the field has none)."""
+        return self.parts.weights
+
+    def numpy_field(self, leaves: list[np.ndarray] | None) -> Callable[[float, np.ndarray], np.ndarray] | None:
+        """The numpy field with the parameters ``leaves`` (finite differences perturb them), or None."""
+        return self.parts.problem.numpy_field(leaves) if "numpy" in self.frameworks else None
 
 
 def settings(name: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -94,55 +132,42 @@ def settings(name: str, config: dict[str, Any]) -> dict[str, Any]:
     return PROBLEM_DEFAULTS[name] | config.get("problems", {}).get(name, {})
 
 
-class NumpyMLP:
-    """``f(t, y) = W2 tanh(W1 y + b1) + b2`` (any depth) in numpy, with its Jacobian.
+def read(problem: Any, max_steps: int, explicit_max_steps: int, **extra: Any) -> Problem:
+    """The :class:`Problem` record of an :class:`odebench.Problem`.
 
     Arguments:
-        spec: the MLP (its activation must be tanh).
-        weights: ``[(W, b), ...]`` as :func:`odebench.models.mlp_weights` draws them.
-        shape: the state's shape, ``(d,)`` or ``(batch, d)``.
-
-    Raises:
-        ValueError: for an activation other than tanh.
+        problem: the :class:`odebench.Problem`.
+        max_steps, explicit_max_steps: the step budgets.
+        extra: the record's ``user``, ``base``, ``mlp`` and ``cache_params``.
     """
+    ts = np.asarray(problem.times(), np.float64)
+    w = problem.weights()
+    weights = None if w is None else [np.asarray(x, np.float64) for x in w]
+    fws = tuple(problem.frameworks)
+    exact, targets, ref = (None if x is None else np.asarray(x, np.float64)
+                           for x in (problem.exact(ts), problem.targets(), problem.reference(ts)))
+    parts = Parts(problem, weights, fws, exact, targets, ref)
+    rhs = problem.numpy_field(weights) if "numpy" in fws else None
+    jac = problem.jacobian() if hasattr(problem, "jacobian") else None  # the built-in ones know theirs
+    return Problem(problem.name, ts, np.asarray(problem.initial_state(), np.float64), rhs, jac, bool(problem.stiff),
+                   max_steps, explicit_max_steps, parts, **extra)
 
-    def __init__(self, spec: MLPSpec, weights: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]):
-        if spec.activation != "tanh":
-            raise ValueError(f"the numpy MLP is tanh only, got {spec.activation!r}")
-        self.weights = [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in weights]
-        self.shape = shape
 
-    def __call__(self, t: float, y: np.ndarray) -> np.ndarray:
-        h = y
-        for i, (w, b) in enumerate(self.weights):
-            h = h @ w.T + b
-            if i < len(self.weights) - 1:
-                h = np.tanh(h)
-        return h
+def build_user(info: dict[str, Any]) -> Problem:
+    """The user's problem ``config["user_problem"]`` (loaded again, in this process, from its spec).
 
-    def jac(self, t: float, y_flat: np.ndarray) -> Any:
-        """The Jacobian of the flattened state: one block per batch row (sparse when batched)."""
-        rows = np.asarray(y_flat).reshape(-1, self.shape[-1])
-        blocks = []
-        for y in rows:
-            j = np.eye(len(y))
-            h = y
-            for i, (w, b) in enumerate(self.weights):
-                h = h @ w.T + b
-                j = w @ j
-                if i < len(self.weights) - 1:
-                    h = np.tanh(h)
-                    j = (1.0 - h * h)[:, None] * j
-            blocks.append(j)
-        if len(blocks) == 1:
-            return blocks[0]
-        import scipy.sparse
+    Its references are never cached on disk: the field's code is the user's, and may change
+    under the same name.
+    """
+    from odebench.problemload import load_problem
 
-        return scipy.sparse.block_diag(blocks, format="csc")
+    user, _, _ = load_problem(info["spec"], search=[info["path"]] if info["path"] else [])
+    return read(user, int(user.max_steps), int(user.max_steps), user=True)
 
 
 def build(name: str, config: dict[str, Any], seed: int) -> Problem:
-    """The problem ``name`` with the suite's settings and the case's seed.
+    """The problem ``name`` with the suite's settings and the case's seed (the user's problem when
+    the suite runs one).
 
     Arguments:
         name: a key of :data:`~.schema.PROBLEMS`.
@@ -155,28 +180,18 @@ def build(name: str, config: dict[str, Any], seed: int) -> Problem:
     Raises:
         KeyError: for an unknown name (the suite's schema refuses one first).
     """
+    if config.get("user_problem"):
+        return build_user(config["user_problem"])
     s = settings(name, config)
-    explicit = s.get("explicit_max_steps", s["max_steps"])
+    budgets = (s["max_steps"], s.get("explicit_max_steps", s["max_steps"]))
     if name in NEURAL:
-        spec = MLP_SPECS[name]
-        weights = mlp_weights(spec, seed)
-        if name == "neural_spiral":
-            y0 = np.array([2.0, 0.0])
-        else:
-            y0 = np.random.default_rng([seed, 11]).standard_normal((s["batch"], spec.sizes[0]))
-        ts = np.linspace(0.0, s["t1"], s["n_points"])
-        mlp = NumpyMLP(spec, weights, y0.shape)
-        params = {"problem": f"wp-{name}", "sizes": list(spec.sizes), "weight_std": spec.weight_std,
-                  "seed": seed, "batch": list(y0.shape)}
-        return Problem(name, ts, y0, mlp, mlp.jac, False, s["max_steps"], explicit, None, (spec, weights), params)
-    cls = LinearSpiral if name == "linear_spiral" else BASE_PROBLEMS[name]
-    base = cls(t1=s["t1"], n_points=s["n_points"])
-    y0 = np.asarray(base.y0, dtype=np.float64)
-    if name == "linear_spiral":
-        a = np.asarray(base.A, dtype=np.float64)
-        return Problem(name, base.ts, y0, base.rhs, lambda t, y: a, False, s["max_steps"], explicit, base)
-    return Problem(name, np.asarray(base.ts, np.float64), y0, base.rhs, base.jac, bool(base.stiff),
-                   s["max_steps"], explicit, base, None, base.params())
+        mlp = builtin.neural(name, seed, t1=s["t1"], n_points=s["n_points"], batch=s.get("batch", 64))
+        params = {"problem": f"wp-{name}", "sizes": list(mlp.spec.sizes), "weight_std": mlp.spec.weight_std,
+                  "seed": seed, "batch": list(mlp.y0.shape)}
+        return read(mlp, *budgets, mlp=(mlp.spec, builtin.pairs(mlp.leaves)), cache_params=params)
+    classic = builtin.classic(name, t1=s["t1"], n_points=s["n_points"])
+    params = {} if name == "linear_spiral" else classic.base.params()
+    return read(classic, *budgets, base=classic.base, cache_params=params)
 
 
 @dataclass
@@ -195,7 +210,9 @@ class References:
 
 
 def references(problem: Problem, config: dict[str, Any]) -> References:
-    """The exact solution, or the two scipy references (computed once, then read from the cache).
+    """The exact solution; else the problem's own reference; else the two scipy references of its numpy
+    field (computed once, then read from the cache for a built-in problem); else tight solves through
+    two plugins of its frameworks.
 
     Arguments:
         problem: the problem.
@@ -205,7 +222,12 @@ def references(problem: Problem, config: dict[str, Any]) -> References:
         RuntimeError: when a reference solve fails.
     """
     if problem.exact:
-        return References(problem.base.exact(problem.ts), None, "exact (matrix exponential)")
+        return References(problem.parts.exact, None, "exact (the problem's own)" if problem.user
+                          else "exact (matrix exponential)")
+    if problem.parts.reference is not None:
+        return References(problem.parts.reference, None, "the problem's own reference")
+    if problem.rhs is None:
+        return _plugin_references(problem, config)
     ref = config["reference"]
     own = getattr(problem.base, "reference_atol", None)
     # A per-component atol of the problem (Robertson's 1e-20 on y2) is kept: a scalar would be too loose.
@@ -219,12 +241,65 @@ def references(problem: Problem, config: dict[str, Any]) -> References:
     pair = REFERENCE_OVERRIDES.get(problem.name, REFERENCE_METHODS[problem.stiff])
     out = []
     for method, rtol, own_atol in pair:
-        ys = reference_solution(flat_rhs, problem.y0.reshape(-1), problem.ts, params=problem.cache_params,
+        ys = reference_solution(flat_rhs, problem.y0.reshape(-1), problem.ts, params=problem.cache_params or {},
                                 stiff=problem.stiff, jac=problem.jac, rtol=rtol or ref["rtol"],
-                                atol=own_atol or atol, method=method)
+                                atol=own_atol or atol, method=method, use_cache=problem.cache_params is not None)
         out.append(ys.reshape(len(problem.ts), *shape))
     kind = " vs ".join(f"{m} (rtol {r or ref['rtol']:g})" for m, r, _ in pair)
     return References(out[0], out[1], kind)
+
+
+def _plugin_references(problem: Problem, config: dict[str, Any]) -> References:
+    """The references of a user's problem without a numpy field: tight solves (``reference.rtol``)
+    through the first two of ``gradient.reference`` whose framework the problem provides.
+
+    Raises:
+        ValueError: when no such plugin is installed.
+        odebench.SolveFailed: when a reference solve fails.
+    """
+    from odebench import registry
+    from odebench.workloads.workprecision.drivers import make_driver
+
+    ref = config["reference"]
+    pair = pick_plugins(config["gradient"]["reference"], problem.frameworks)
+    out = []
+    for name, method in pair:
+        kw = dict(method=method, grad_mode="backprop", rtol=ref["rtol"], atol=ref["atol"], max_steps=10**6)
+        driver = make_driver(registry.get_plugin(name), problem, kw, task="solve", threads=config["measure"]["threads"])
+        out.append(driver.trajectory(driver.solve()))
+    kind = " vs ".join(f"{n} {m}" for n, m in pair) + f" (rtol {ref['rtol']:g}; the problem has no exact solution " \
+        "nor numpy field)"
+    return References(out[0], out[1] if len(out) > 1 else None, kind)
+
+
+def pick_plugins(wanted: list[str], frameworks: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The first two ``plugin:method`` of ``wanted`` that are installed, backprop, and compute in one
+    of ``frameworks``.
+
+    Raises:
+        ValueError: for a malformed entry, or when none is left.
+    """
+    from odebench import registry
+
+    out = []
+    for item in wanted:
+        name, _, method = item.partition(":")
+        if not method:
+            raise ValueError(f"gradient.reference entry {item!r} must be plugin:method, e.g. torch_custom:dopri5")
+        try:
+            entry = registry.entry(name)
+        except registry.UnknownPluginError:
+            continue
+        if entry.available() is None:
+            cls = entry.load()
+            if cls.framework in frameworks and cls.unsupported_reason(method, "backprop") is None:
+                out.append((name, method))
+        if len(out) == 2:
+            return out
+    if not out:
+        raise ValueError(f"the references need a backprop computation in {', '.join(frameworks)}; none of "
+                         f"{', '.join(wanted)} is installed and computes there")
+    return out
 
 
 def loss_targets(problem: Problem, seed: int, scale: float) -> np.ndarray:

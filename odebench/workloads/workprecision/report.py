@@ -167,11 +167,16 @@ def sections(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]
                 out.append(f"- {what}: exact solution; no floor.")
             elif len(dis):
                 out.append("- " + check_references(float(dis.iloc[0]), errs, params["margin"]).sentence(what))
+            elif len(kinds):  # a user's own reference, or one plugin's: nothing independent to compare
+                out.append(f"- {what}: one reference, with no independent second one; no floor.")
             for k in keys:
                 wall = detect_wall(raw[k].error, floors.get((problem, task)), params["flat_decades"],
                                    params["wall_points"])
                 if wall:
                     out.append(f"  - ⚠ wall: {raw[k].label} {wall.sentence()}")
+    if "gate_note" in df:  # a user's problem: whether its frameworks compute the same field
+        for problem, note in df.dropna(subset=["gate_note"]).groupby("problem", sort=False)["gate_note"].first().items():
+            out.append(f"- **{problem}**, fairness gate: {note}.")
     out.append("")
     out += _gradient_lines(df, raw)
     out += _loop_table(df)

@@ -68,5 +68,5 @@ COLUMNS = [
     "field_s", "loop_s_per_step",
     "grad_err", "grad_err_params", "grad_err_y0", "loss", "peak_bytes", "peak_source", "saved_bytes",
     "ref_kind", "ref_final", "ref_l2", "ref_linf", "grad_ref_kind", "grad_ref_xcheck", "grad_ref_fd",
-    "report_params",
+    "gate", "gate_max_rel", "gate_note", "report_params",
 ]
