@@ -241,7 +241,7 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
     try:
         shared: dict[str, dict[str, Any]] = {}
         if isolation == "process" and executor is None:
-            shared = _shared_work([c for c in todo if _static_outcome(c) is None], suite.config,
+            shared = _shared_work([c for c in todo if _static_outcome(c, suite) is None], suite.config,
                                   run_dir / "logs", timeout)
         runnable = []
         for case in todo:
