@@ -130,6 +130,22 @@ def test_the_eager_floor_replays_exactly_the_iterations_evaluations_and_its_back
     assert all(p.grad is None for p in trainer.field.parameters())  # the floor updates nothing
 
 
+def test_a_field_evaluated_inside_a_vmap_has_no_floor_and_its_case_still_ends_ok(tmp_path):
+    """torchode's adjoint vmaps the field's VJP over the samples: the floor cannot record those
+    states (wrapped tensors must not leave the transform), so its columns are empty, and the
+    training figures are kept."""
+    if registry.entry("torchode").available() is not None:
+        pytest.skip("torchode is not installed")
+    folder = write_suite(tmp_path / "s", iterations=2, plugins=("torchode",), methods=("dopri5",),
+                         grads=("adjoint",))
+    suite = load_suite(folder)
+    run_dir = runner.new_run_dir(tmp_path / "results", suite.name)
+    (rec,) = runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile), progress=False)
+    assert rec["status"] == "ok", rec["message"]
+    assert rec["s_per_iter"] > 0 and rec["nfe_bwd"] > 0
+    assert rec.get("floor_s") is None and rec.get("loop_s_per_step") is None
+
+
 def test_the_jax_cache_state_says_off_cold_warm_mixed_or_unused():
     from odebench.backends.jax import CacheWatch
 

@@ -101,13 +101,26 @@ def counting(module: nn.Module, counter: NFECounter) -> Iterator[NFECounter]:
         handle.remove()
 
 
+def _transformed(x: Any) -> bool:
+    """Whether ``x`` is a tensor wrapped by a ``torch.func`` transform (vmap, grad), not a plain one."""
+    return isinstance(x, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
 @contextlib.contextmanager
-def recording(module: nn.Module) -> Iterator[list[tuple[Any, torch.Tensor]]]:
-    """Record the inputs ``(t, y)`` of ``module``'s calls (detached copies), in call order."""
-    states: list[tuple[Any, torch.Tensor]] = []
+def recording(module: nn.Module) -> Iterator[list[tuple[Any, torch.Tensor] | None]]:
+    """Record the inputs ``(t, y)`` of ``module``'s calls (detached copies), in call order.
+
+    A call made inside a ``torch.func`` transform (torchode's per-sample adjoint vmaps the field's
+    VJP) is recorded as None: its inputs are wrapped tensors that must not leave the transform, and
+    no plain tensor stands for them.
+    """
+    states: list[tuple[Any, torch.Tensor] | None] = []
 
     def hook(_module, inputs, _out):
         t, y = inputs
+        if _transformed(y) or _transformed(t):
+            states.append(None)
+            return
         states.append((t.detach().clone() if isinstance(t, torch.Tensor) else t, y.detach().clone()))
 
     handle = module.register_forward_hook(hook)
@@ -152,18 +165,21 @@ def floor_replay(field: nn.Module, fwd: list[tuple[Any, torch.Tensor]], bwd: lis
 
 
 def floor_of(field: nn.Module, loss_fn: Callable[[], tuple[torch.Tensor, SolveStats | None]],
-             params: list[torch.Tensor]) -> tuple[Callable[[], None], int]:
+             params: list[torch.Tensor]) -> tuple[Callable[[], None], int] | None:
     """The eager floor of one forward + backward (:func:`floor_replay`) and its forward steps.
 
     The field's calls are recorded in one untimed run of ``loss_fn`` and the gradient with respect to
     ``params`` (nothing is updated): the forward ones are replayed with a graph and one backward where
     the grad mode stores the steps (no evaluation in the backward pass), else without one, and the
-    backward ones each with a VJP.
+    backward ones each with a VJP. None when a call ran inside a ``torch.func`` transform (see
+    :func:`recording`): the floor's columns are then empty.
     """
     with recording(field) as states:
         loss, stats = loss_fn()
         n_fwd = len(states)
         torch.autograd.grad(loss, params, allow_unused=True)
+    if any(s is None for s in states):
+        return None  # a call inside a vmap has no state to replay: the floor cannot be measured
     fwd, bwd = states[:n_fwd], states[n_fwd:]
     return floor_replay(field, fwd, bwd, graph=not bwd), (stats.n_steps if stats is not None else 0) or 0
 
@@ -330,7 +346,7 @@ class TorchTrainer(Trainer):
         with self.eager():
             return instrumented_pass(loss_fn, self.field, list(self.field.parameters()))
 
-    def floor(self, batch) -> tuple[Callable[[], None], int]:
+    def floor(self, batch) -> tuple[Callable[[], None], int] | None:
         """The eager floor of one iteration on ``batch`` and its forward steps (:func:`floor_of`)."""
         def loss_fn():
             loss, sol = self._loss(self.field, batch)
