@@ -16,6 +16,8 @@ framework), else the first available of :data:`FALLBACK_PLUGINS`; it runs in ``s
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +126,10 @@ def mlp_trajectory(spec: Any, params: list[np.ndarray], ts: np.ndarray, y0: np.n
 
     dtype = DTYPES[solver.dtype]
     field = MLPField(spec, weights, dtype, device)
-    with torch.no_grad():
+    # A compiled plugin's solve runs op by op here, the same code eagerly: compiling it anew for this
+    # one untimed evaluation (another dtype, the whole trajectory) would take minutes.
+    stance = torch.compiler.set_stance("force_eager") if plugin.compiled else contextlib.nullcontext()
+    with torch.no_grad(), stance:
         sol = plugin.odeint(field, torch.as_tensor(y0, dtype=dtype, device=device),
                             torch.as_tensor(ts, dtype=dtype, device=device), **kw)
     if not sol.ok:

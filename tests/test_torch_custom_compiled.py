@@ -89,3 +89,23 @@ def test_the_trainer_compiles_once_untimed_and_the_harness_counts_the_eager_nfe(
     a, b = passes["torch_custom"], passes["torch_custom_compiled"]
     assert b.nfe_fwd == a.nfe_fwd == b.stats.nfe == 16 and b.nfe_bwd == a.nfe_bwd == 0
     assert b.loss == pytest.approx(a.loss, rel=1e-12)
+
+
+def test_the_solver_swap_evaluates_a_compiled_plugin_eagerly_without_compiling():
+    """The swap's untimed evaluation with the trained solver (float64, the whole trajectory) runs the
+    compiled plugin's code op by op: compiling it for that one call took minutes per case."""
+    from torch._dynamo.utils import counters
+
+    from odebench import swap
+
+    eager, compiled = _plugins()
+    params = [a for layer in mlp_weights(SPEC, 0) for a in layer]
+    ts = np.linspace(0.0, 2.0, 41)
+    y0 = np.array([[1.0, 0.5], [-0.3, 0.2]])
+    ys = {}
+    for plugin in (eager, compiled):
+        before = sum(counters["stats"].values())
+        ys[plugin.name] = swap.mlp_trajectory(SPEC, params, ts, y0, swap.Solver(plugin, "rk4", 1e-7, 1e-9, None, "float64"),
+                                              max_steps=1000, grad_mode="backprop")
+        assert sum(counters["stats"].values()) == before, plugin.name  # dynamo saw no frame
+    np.testing.assert_allclose(ys["torch_custom_compiled"], ys["torch_custom"], rtol=1e-13, atol=1e-15)
