@@ -18,8 +18,8 @@ from odebench.workloads.train.case import case_gate
 IN_PROCESS = ("startup_s", "setup_s", "warmup_s", "compile_s", "measured_s", "untimed_s", "swap_s")
 
 
-def _run(tmp_path, **kw):
-    folder = write_suite(tmp_path / "s", isolation="process", **kw)
+def _run(tmp_path, isolation="process", **kw):
+    folder = write_suite(tmp_path / "s", isolation=isolation, **kw)
     suite = load_suite(folder)
     run_dir = runner.new_run_dir(tmp_path / "results", suite.name)
     records = runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile),
@@ -52,11 +52,8 @@ def test_the_time_split_is_present_non_negative_and_within_the_process_wall_time
 
 
 def test_an_inline_case_has_no_process_figures_but_the_rest_of_the_split(tmp_path):
-    folder = write_suite(tmp_path / "s", iterations=2, plugins=("torch_custom",), methods=("euler",),
-                         grads=("backprop",))
-    suite = load_suite(folder)
-    run_dir = runner.new_run_dir(tmp_path / "results", suite.name)
-    (rec,) = runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile), progress=False)
+    _, _, (rec,) = _run(tmp_path, "inline", iterations=2, plugins=("torch_custom",), methods=("euler",),
+                        grads=("backprop",))
     assert rec["status"] == "ok", rec["message"]
     assert rec.get("startup_s") is None and rec.get("process_s") is None
     assert all(k in rec for k in TIME_SPLIT if k != "gate_shared")
@@ -136,11 +133,8 @@ def test_a_field_evaluated_inside_a_vmap_has_no_floor_and_its_case_still_ends_ok
     training figures are kept."""
     if registry.entry("torchode").available() is not None:
         pytest.skip("torchode is not installed")
-    folder = write_suite(tmp_path / "s", iterations=2, plugins=("torchode",), methods=("dopri5",),
-                         grads=("adjoint",))
-    suite = load_suite(folder)
-    run_dir = runner.new_run_dir(tmp_path / "results", suite.name)
-    (rec,) = runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile), progress=False)
+    _, _, (rec,) = _run(tmp_path, "inline", iterations=2, plugins=("torchode",), methods=("dopri5",),
+                        grads=("adjoint",))
     assert rec["status"] == "ok", rec["message"]
     assert rec["s_per_iter"] > 0 and rec["nfe_bwd"] > 0
     assert rec.get("floor_s") is None and rec.get("loop_s_per_step") is None
