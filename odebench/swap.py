@@ -17,7 +17,6 @@ framework), else the first available of :data:`FALLBACK_PLUGINS`; it runs in ``s
 from __future__ import annotations
 
 import contextlib
-
 import copy
 from dataclasses import dataclass
 from typing import Any

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 
 from odebench.tables import UNSTABLE, fmt, groups, unstable
-from odebench.workloads.train.case import make_problem
-
 from odebench.workloads.train import SUMMARY_NOTE  # noqa: F401 - the note beside the table it explains
+from odebench.workloads.train.case import make_problem
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
