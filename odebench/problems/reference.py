@@ -160,7 +160,7 @@ def reference_solution(
     if cached is not None:
         return cached
     ys = solve_reference(rhs, y0, ts, stiff=stiff, jac=jac, rtol=rtol, atol=atol, method=method)
-    _write(path, ys, json.dumps(full, sort_keys=True, default=repr), key)
+    write_npz_atomic(path, ys=ys, meta=np.array(json.dumps(full, sort_keys=True, default=repr)), key=np.array(key))
     return ys
 
 
@@ -176,23 +176,30 @@ def _read(path: Path, ts: np.ndarray, y0: np.ndarray) -> np.ndarray | None:
     return ys
 
 
-def _write(path: Path, ys: np.ndarray, meta: str, key: str) -> None:
-    """Write atomically (temp file + rename) so concurrent runs never read half a file."""
+def write_npz_atomic(path: Path, **arrays: Any) -> None:
+    """Save ``arrays`` to the ``.npz`` cache file ``path`` atomically (a temporary file renamed), so
+    that a concurrent reader never sees half a file; a cache folder that cannot be written is skipped
+    (it only costs recomputation).
+
+    Arguments:
+        path: the file to write.
+        arrays: the named arrays (``numpy.savez``'s keywords).
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, ys=ys, meta=np.array(meta), key=np.array(key))
+                np.savez(fh, **arrays)
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared cache
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared cache from other users
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError:
-        pass  # a read-only cache only costs recomputation
+        pass
 
 
 def stack(parts: Sequence[Any], like: Any) -> Any:

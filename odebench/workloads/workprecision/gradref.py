@@ -15,15 +15,13 @@ worst relative difference.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from odebench import registry
-from odebench.problems.reference import cache_dir, cache_key, solve_reference
+from odebench.problems.reference import cache_dir, cache_key, solve_reference, write_npz_atomic
 from odebench.workloads.workprecision.analysis import relative_l2
 from odebench.workloads.workprecision.drivers import make_driver
 from odebench.workloads.workprecision.problems import Problem, pick_plugins
@@ -184,21 +182,7 @@ def _read(path) -> GradReference | None:
 
 
 def _write(path, ref: GradReference) -> None:
-    """Atomically (a temporary file renamed), so a concurrent reader never sees half a file."""
+    """Cache ``ref`` at ``path`` (atomically: :func:`odebench.problems.reference.write_npz_atomic`)."""
     meta = json.dumps({"loss": ref.loss, "n_params": ref.n_params, "kind": ref.kind, "xcheck": ref.xcheck,
                        "fd": ref.fd})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, grad=ref.grad, meta=np.array(meta))
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared cache from other users
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError:
-        pass  # a read-only cache only costs recomputation
+    write_npz_atomic(path, grad=ref.grad, meta=np.array(meta))
