@@ -10,11 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_suite
+from conftest import ROOT, wait_for, write_suite
 
 from odebench import report, runner
 from odebench.caseproc import log_name
@@ -74,16 +73,6 @@ def _cases_running(tmp_path: Path) -> dict[int, tuple[int, str]]:
     return out
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
 def _records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
 
@@ -140,10 +129,10 @@ def test_two_local_workers_give_the_serial_records(tmp_path, monkeypatch):
 def test_a_worker_killed_mid_case_leaves_every_case_recorded_once(tmp_path):
     folder = _suite(tmp_path, iterations=30)
     proc = _odebench(tmp_path, "run", str(folder), "--jobs", "2", "--results", str(tmp_path / "r"))
-    running = _wait_for(lambda: _cases_running(tmp_path), 120, "a case starts")
+    running = wait_for(lambda: _cases_running(tmp_path), 120, "a case starts")
     pid, (worker, case_id) = next(iter(running.items()))
     os.kill(worker, signal.SIGKILL)  # the Dask worker process running the case; the case dies with it
-    _wait_for(lambda: pid not in _cases_running(tmp_path), 5, "the killed worker's case stops")
+    wait_for(lambda: pid not in _cases_running(tmp_path), 5, "the killed worker's case stops")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     (run_dir,) = (tmp_path / "r" / "mini").iterdir()
@@ -156,10 +145,10 @@ def test_a_worker_killed_mid_case_leaves_every_case_recorded_once(tmp_path):
 def test_a_case_whose_worker_dies_twice_is_an_error_and_the_run_completes(tmp_path):
     folder = _suite(tmp_path, iterations=30)
     proc = _odebench(tmp_path, "run", str(folder), "--jobs", "2", "--results", str(tmp_path / "r"))
-    first = _wait_for(lambda: _cases_running(tmp_path), 120, "a case starts")
+    first = wait_for(lambda: _cases_running(tmp_path), 120, "a case starts")
     pid, (worker, case_id) = next(iter(first.items()))
     os.kill(worker, signal.SIGKILL)
-    again = _wait_for(lambda: [(p, w) for p, (w, c) in _cases_running(tmp_path).items() if c == case_id and p != pid],
+    again = wait_for(lambda: [(p, w) for p, (w, c) in _cases_running(tmp_path).items() if c == case_id and p != pid],
                       120, "the case starts again on another worker")
     os.kill(again[0][1], signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
@@ -176,14 +165,14 @@ def test_a_case_whose_worker_dies_twice_is_an_error_and_the_run_completes(tmp_pa
 def test_an_interrupted_dask_run_stops_its_cases_and_names_the_folder_to_resume(tmp_path):
     folder = _suite(tmp_path, iterations=100_000, timeout=600)
     proc = _odebench(tmp_path, "run", str(folder), "--jobs", "2", "--results", str(tmp_path / "r"))
-    _wait_for(lambda: len(_cases_running(tmp_path)) == 2, 120, "two cases start")
+    wait_for(lambda: len(_cases_running(tmp_path)) == 2, 120, "two cases start")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     (run_dir,) = (tmp_path / "r" / "mini").iterdir()
     assert err.strip().splitlines() == [f"odebench: interrupted (SIGINT): finished cases are kept; continue with: "
                                         f"odebench run --resume {run_dir}"]
-    _wait_for(lambda: not _cases_running(tmp_path), 5, "the cases stop")
+    wait_for(lambda: not _cases_running(tmp_path), 5, "the cases stop")
     assert not (run_dir / "records.jsonl").exists() or not _records(run_dir)
     assert not list((tmp_path / "tmp").glob("odebench-*"))  # the tasks' and cases' folders are removed
 

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_suite
+from conftest import ROOT, wait_for, write_suite
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="scans /proc for workers")
 
@@ -47,16 +46,6 @@ def _workers(tmp_path: Path) -> list[int]:
     return out
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
 @pytest.fixture(autouse=True)
 def _no_stray_workers(tmp_path):
     """Whatever a failing test leaves behind, no worker of it keeps computing."""
@@ -72,7 +61,7 @@ def _leftovers(tmp_path: Path) -> list[Path]:
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_stops_its_worker_and_says_what_to_resume(tmp_path, sig, code):
     proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(tmp_path / "results"))
-    (worker,) = _wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
+    (worker,) = wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == code, err
@@ -80,24 +69,24 @@ def test_an_interrupted_run_stops_its_worker_and_says_what_to_resume(tmp_path, s
     assert err.strip().splitlines()[-1] == (f"odebench: interrupted ({signal.Signals(sig).name}): finished cases "
                                             f"are kept; continue with: odebench run --resume {run_dir}")
     assert "Traceback" not in err
-    _wait_for(lambda: not _workers(tmp_path), 5, "the worker is gone")
+    wait_for(lambda: not _workers(tmp_path), 5, "the worker is gone")
     assert not Path(f"/proc/{worker}/cmdline").exists() or worker not in _workers(tmp_path)
     assert _leftovers(tmp_path) == []
 
 
 def test_the_worker_of_a_killed_run_stops_within_seconds(tmp_path):
     proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(tmp_path / "results"))
-    _wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
+    wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
     proc.kill()  # SIGKILL: the runner cannot clean up; the orphaned worker must notice by itself
     proc.communicate(timeout=20)
-    _wait_for(lambda: not _workers(tmp_path), 5, "the orphaned worker is gone")
+    wait_for(lambda: not _workers(tmp_path), 5, "the orphaned worker is gone")
 
 
 def test_a_run_folder_has_one_writer(tmp_path):
     results = tmp_path / "results"
     first = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(results))
     try:
-        _wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
+        wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
         (run_dir,) = (results / "mini").iterdir()
         second = _odebench(tmp_path, "run", "--resume", str(run_dir))  # while the fresh run holds it
         _, err = second.communicate(timeout=60)
@@ -110,7 +99,7 @@ def test_a_run_folder_has_one_writer(tmp_path):
         first.communicate(timeout=20)
     resumed = _odebench(tmp_path, "run", "--resume", str(run_dir))
     try:
-        _wait_for(lambda: _workers(tmp_path), 120, "the resumed run's worker starts")
+        wait_for(lambda: _workers(tmp_path), 120, "the resumed run's worker starts")
         third = _odebench(tmp_path, "run", "--resume", str(run_dir))  # while a resume holds it
         _, err = third.communicate(timeout=60)
         assert third.returncode == 2 and f"in use by another odebench process (pid {resumed.pid})" in err, err
@@ -140,4 +129,4 @@ def test_the_portable_watch_alone_stops_an_orphan(tmp_path):
         except OSError:
             return True
 
-    _wait_for(gone, 3, "the orphan is gone")
+    wait_for(gone, 3, "the orphan is gone")
