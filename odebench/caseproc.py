@@ -2,7 +2,9 @@
 
 The serial runner and the Dask executor's task on a worker both run a case through
 :func:`run_case_process`, so a case's peak memory is its own process's and a timeout, a crash
-or an out-of-memory kill becomes the same record wherever the case ran.
+or an out-of-memory kill becomes the same record wherever the case ran. A group of cases that
+the workload lets share one process (``measure.isolation = "group"``) runs through
+:func:`run_group_process`, which hands back each record as it is written.
 """
 
 from __future__ import annotations
@@ -84,6 +86,80 @@ def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Ca
             return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
         return {"status": str(Status.ERROR),
                 "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
+
+
+def run_group_process(cases: list[dict[str, Any]], config: dict[str, Any], log: Path, timeout: float,
+                      on_record: Callable[[str, dict[str, Any]], None], *, poll_s: float = 0.2) -> dict[str, Any] | None:
+    """Run ``cases`` one after another in one fresh ``odebench.worker`` process.
+
+    Each record is handed to ``on_record(case_id, fields)`` as soon as the worker has written it,
+    with ``process_s``: the wall time from the previous record (or the process's launch) to this
+    one, which is what the case cost. Every case gets ``timeout`` seconds of its own: the process
+    is killed when no record arrives within ``timeout`` of the previous one.
+
+    Arguments:
+        cases: the cases' fields, each with its ``case_id``.
+        config: the suite's settings.
+        log: the file that receives the process's stdout and stderr (appended to: a group that is
+            restarted after a failure keeps the earlier attempt's log).
+        timeout: seconds each case may take.
+        on_record: called in this thread for every record, in the order the cases ran.
+        poll_s: seconds between looks at the worker's output.
+
+    Returns:
+        None when every case gave a record; else the fields of the first case that gave none (the
+        one running when the process timed out, crashed or was killed), whose ``case_id`` names it.
+        The cases after it did not run: the caller starts them again.
+    """
+    with tempfile.TemporaryDirectory(prefix="odebench-") as tmp:
+        job_path, out = Path(tmp) / "job.json", Path(tmp) / "records.jsonl"
+        job_path.write_text(json.dumps({"cases": cases, "config": config}))
+        out.touch()
+        pending = [c["case_id"] for c in cases]
+        with open(log, "a") as fh, open(out) as records:
+            mark, written = time.perf_counter(), time.time()
+            proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job_path), str(out)],
+                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=os.environ | {PARENT_ENV: str(os.getpid()), STARTED_ENV: repr(written)})
+            buffer, timed_out = "", False
+
+            def drain() -> None:
+                nonlocal buffer, mark, written
+                buffer += records.read()
+                while "\n" in buffer:
+                    line, buffer = buffer.split("\n", 1)
+                    item = json.loads(line)
+                    # From the worker's own clock (when it wrote each record), not from when this
+                    # loop looked: the look comes every poll_s.
+                    on_record(item["case_id"], item["record"] | {"process_s": max(item["written"] - written, 0.0)})
+                    pending.remove(item["case_id"])
+                    mark, written = time.perf_counter(), item["written"]
+
+            try:
+                while True:
+                    try:
+                        code = proc.wait(timeout=poll_s)
+                        break
+                    except subprocess.TimeoutExpired:
+                        drain()
+                        if time.perf_counter() - mark > timeout:
+                            _stop(proc)
+                            code, timed_out = proc.returncode, True
+                            break
+                drain()
+            except BaseException:
+                _stop(proc)  # Ctrl-C or SIGTERM of the runner: the group, in its own session, got neither
+                raise
+    if not pending:
+        return None
+    failed = {"case_id": pending[0]}
+    if timed_out:
+        return failed | {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
+    if code == -signal.SIGKILL:
+        return failed | {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
+    tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+    return failed | {"status": str(Status.ERROR),
+                     "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
 
 
 def _wait(proc: subprocess.Popen, timeout: float, poll: Callable[[], bool] | None, poll_s: float) -> int:

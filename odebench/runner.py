@@ -3,7 +3,9 @@
 The runner owns isolation, timeouts, failure capture and resumption:
 
 * every case runs in a fresh process (``measure.isolation = "process"``) so its peak
-  memory is its own and a timeout or crash is contained; ``"inline"`` runs in-process;
+  memory is its own and a timeout or crash is contained; ``"group"`` runs the cases the
+  workload groups (:meth:`~odebench.workload.Workload.process_group_key`) one after another
+  in one fresh process per group; ``"inline"`` runs in-process;
   with an executor (:mod:`odebench.executors`) the fresh processes run on Dask workers,
   several at once, and this process still writes every record;
 * each finished case is appended to ``records.jsonl`` and flushed at once, so a run
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from odebench import registry
-from odebench.caseproc import log_name, run_case_process
+from odebench.caseproc import log_name, run_case_process, run_group_process
 from odebench.protocol import Status
 from odebench.records import RECORDS, RUN_INFO, append_record, in_case_order, read_records, repair_records
 from odebench.suite import Case, Suite
@@ -137,6 +139,37 @@ def _shared_work(cases: list[Case], config: dict[str, Any], log_dir: Path, timeo
     return out
 
 
+def _run_grouped(cases: list[Case], suite: Suite, log_dir: Path, timeout: float,
+                 finish: Any) -> None:
+    """Run ``cases`` in one fresh process per group (:meth:`~odebench.workload.Workload.process_group_key`),
+    calling ``finish(case, fields)`` as each record arrives.
+
+    A group whose process times out, crashes or is killed records its running case's failure and
+    starts again, in a fresh process, from the case after it.
+    """
+    config = suite.config
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        key = suite.workload.process_group_key(case.to_dict(), config)
+        groups.setdefault(case.id if key is None else key, []).append(case)
+    log_dir.mkdir(exist_ok=True)
+    for key, group in groups.items():
+        by_id = {c.id: c for c in group}
+        got: set[str] = set()
+
+        def arrived(cid: str, fields: dict[str, Any], by_id=by_id, got=got) -> None:
+            got.add(cid)
+            finish(by_id[cid], fields)
+
+        pending = list(group)
+        while pending:
+            failed = run_group_process([c.to_dict() | {"case_id": c.id} for c in pending], config,
+                                       log_dir / log_name(key), timeout, arrived)
+            if failed is not None:
+                arrived(failed.pop("case_id"), failed)
+            pending = [c for c in pending if c.id not in got]
+
+
 def _run_inline(case: Case, config: dict[str, Any]) -> dict[str, Any]:
     from odebench.worker import execute
 
@@ -248,8 +281,8 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
             bar.start(case)
             started = time.perf_counter()
             outcome = _static_outcome(case, suite)
-            if outcome is None and executor is not None:
-                runnable.append(case)  # a worker runs it
+            if outcome is None and (executor is not None or isolation == "group"):
+                runnable.append(case)  # a worker, or its group's process, runs it
                 continue
             if outcome is None:
                 if isolation == "process":
@@ -258,8 +291,12 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
                     outcome = _run_inline(case, suite.config)
             outcome.setdefault("case_wall_s", time.perf_counter() - started)
             finish(case, outcome)
-        if runnable:
+        if runnable and executor is not None:
+            # Each case in a fresh process on a worker, whatever measure.isolation says.
             executor.run(runnable, suite.config, timeout, run_dir / "logs", finish)
+        elif runnable:
+            _run_grouped(runnable, suite, run_dir / "logs", timeout, lambda case, fields: (
+                bar.start(case), finish(case, fields)))
     finally:
         bar.close()
     return in_case_order(read_records(run_dir), [c.id for c in cases])

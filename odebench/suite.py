@@ -23,7 +23,7 @@ from odebench.schema import NAME_RULE, SuiteError, check_section, check_value, c
 from odebench.workload import Workload
 
 _INT, _FLOAT, _STR = int, float, str
-ISOLATION = ("process", "inline")
+ISOLATION = ("process", "group", "inline")
 DTYPES = ("float32", "float64")
 
 #: Sections every suite has, whatever its workload. A workload (see

@@ -1,4 +1,5 @@
-"""Runs one case, in whatever process calls it; ``python -m odebench.worker IN OUT`` for isolation.
+"""Runs one case, in whatever process calls it; ``python -m odebench.worker IN OUT`` for isolation
+(or a group of cases, one after another, when ``IN`` lists several: ``measure.isolation = "group"``).
 
 The runner starts this module in a fresh process per case, so each case's peak memory is
 its own and a hung or crashed case can be killed without losing the run. The case and
@@ -125,12 +126,33 @@ def main(argv: list[str]) -> int:
         from odebench import registry
 
         record = registry.get_workload(job["config"]["suite"]["workload"]).shared_work(job["shared"], job["config"])
+    elif "cases" in job:  # a group of cases sharing this process (measure.isolation = "group")
+        run_group(job["cases"], job["config"], out_path)
+        return 0
     else:
         started = os.environ.get(STARTED_ENV)
         record = execute(job["case"], job["config"], float(started) if started else None)
     with open(out_path, "w") as fh:
         json.dump(record, fh)
     return 0
+
+
+def run_group(cases: list[dict[str, Any]], config: dict[str, Any], out_path: str) -> None:
+    """Run ``cases`` one after another in this process, appending ``{"case_id", "record"}`` to
+    ``out_path`` as one JSON line per case, flushed as each ends (the runner reads them as they come).
+
+    The first case's ``startup_s`` is the process's start-up; the others' is 0.0, since they started
+    none. Each record says which process it shared (``group_size``, ``group_index``).
+    """
+    started = os.environ.get(STARTED_ENV)
+    with open(out_path, "a") as fh:
+        for i, case in enumerate(cases):
+            fields = {k: v for k, v in case.items() if k != "case_id"}
+            record = execute(fields, config, float(started) if started and i == 0 else None)
+            record.setdefault("startup_s", 0.0)
+            record.update(group_size=len(cases), group_index=i)
+            fh.write(json.dumps({"case_id": case["case_id"], "record": record, "written": time.time()}) + "\n")
+            fh.flush()
 
 
 if __name__ == "__main__":

@@ -106,6 +106,18 @@ class Workload(abc.ABC):
         """
         return {}
 
+    def process_group_key(self, case: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """The group of cases that may share one process when ``measure.isolation = "group"``.
+
+        Called in the runner's process (cheaply: no framework import). Cases with the same key run
+        one after another in one fresh process, in the run's order, each with its own timeout;
+        None (the default) gives the case a process of its own. Group only cases whose figures do
+        not depend on a clean process (no process-wide peak, no flag one case sets for the next):
+        the work-precision workload groups the points of one curve, which then share the imports
+        and the compiled programs of their framework.
+        """
+        return None
+
     def use_problem(self, config: dict[str, dict[str, Any]], problem: dict[str, Any]) -> None:
         """Make a user's problem the suite's problem input (``odebench run --problem``), in place.
 

@@ -420,8 +420,9 @@ class DiffraxPlugin(JaxSolverPlugin):
     ) -> tuple[Any, Any, dict[str, Any]]:
         """Integrate ``dy/dt = f(t, y)``; traceable, so it can sit inside ``jax.jit``.
 
-        Arguments: as :meth:`odeint`; ``method``, ``grad_mode``, ``step_size``, ``max_steps``,
-        ``dtmin`` and the tolerances are static (Python values).
+        Arguments: as :meth:`odeint`; ``method``, ``grad_mode``, ``step_size``, ``max_steps``
+        and ``dtmin`` are static (Python values); the tolerances may be traced arrays, so one
+        compiled program serves a tolerance sweep.
 
         Returns:
             ``(ys, code, stats)``: the trajectory at ``ts``; an int32 array indexing

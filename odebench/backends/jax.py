@@ -72,6 +72,7 @@ class CacheWatch:
 
 
 _WATCH: CacheWatch | None = None
+_LISTENING = False
 
 
 def timed_compile(compile_fn: Callable[[], Any]) -> Any:
@@ -94,14 +95,23 @@ def persistent_cache(folder: str | None) -> CacheWatch:
     """
     import jax
 
-    global _WATCH
+    global _WATCH, _LISTENING
     watch = _WATCH = CacheWatch(folder)
     if folder is not None:
         jax.config.update("jax_compilation_cache_dir", folder)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.monitoring.register_event_listener(watch._on_event)
+    if not _LISTENING:
+        # One listener per process, reporting to the current case's watch: several cases may run
+        # one after another in one process (measure.isolation = "group").
+        jax.monitoring.register_event_listener(_on_event)
+        _LISTENING = True
     return watch
+
+
+def _on_event(event: str, **kw: Any) -> None:
+    if _WATCH is not None:
+        _WATCH._on_event(event, **kw)
 
 
 @functools.cache

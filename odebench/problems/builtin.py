@@ -10,6 +10,7 @@ states and truths a user's problem declares, so that a workload reads both one w
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -79,20 +80,27 @@ class Classic(Problem):
         return field
 
     def jax_field(self, weights: None) -> Any:
-        import equinox as eqx
-
-        class ProblemField(eqx.Module):
-            """``f(t, y) = problem.rhs(t, y)``: the problem's own formula, traced by JAX."""
-
-            problem: Any = eqx.field(static=True)
-
-            def __call__(self, t, y):
-                return self.problem.rhs(t, y)
-
-        return ProblemField(self.base)
+        return _jax_problem_field()(self.base)
 
     def exact(self, ts: np.ndarray) -> np.ndarray | None:
         return self.base.exact(ts) if isinstance(self.base, LinearSpiral) else None
+
+
+@functools.cache
+def _jax_problem_field() -> type:
+    """The JAX field class of the classic problems, made once: two fields of one problem then have
+    the same tree structure, so a compiled program of one serves the other."""
+    import equinox as eqx
+
+    class ProblemField(eqx.Module):
+        """``f(t, y) = problem.rhs(t, y)``: the problem's own formula, traced by JAX."""
+
+        problem: Any = eqx.field(static=True)
+
+        def __call__(self, t, y):
+            return self.problem.rhs(t, y)
+
+    return ProblemField
 
 
 class NeuralMLP(Problem):

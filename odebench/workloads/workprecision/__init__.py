@@ -8,8 +8,11 @@ tolerance pair (adaptive methods, ``n_steps = 0``) or one step count (fixed-step
     1. the problem and its truth (:mod:`.problems`): the exact solution, or two independent
        scipy references (cached), whose disagreement is recorded (``ref_*``);
     2. a first solve (its status: a failure ends the case as a row with that status), then
-       ``measure.warmup - 1`` more, untimed; JAX compiles before any of them (``compile_s``);
-    3. ``measure.repeats`` timed solves (GC off): median, IQR and minimum (``time_s*``);
+       ``measure.warmup - 1`` more, untimed; JAX compiles before any of them (``compile_s``),
+       once per curve in a process (``compile_reused`` on the later points: the tolerances are
+       the compiled program's arguments);
+    3. ``measure.repeats`` timed solves (GC off), fewer once they have taken
+       ``measure.repeat_budget_s``: median, IQR and minimum (``time_s*``; ``repeats`` ran);
     4. the errors of the last timed solve against the reference: ``final``, ``l2``, ``L∞``
        (:func:`.analysis.error_measures`);
     5. an untimed instrumented solve: NFE counted by the backend's counter, the library's
@@ -133,6 +136,13 @@ class WorkPrecisionWorkload(Workload):
             if off:
                 raise SuiteError(f"{where}: {what}: n_steps {off[0]} does not put a step on each of {name}'s "
                                  f"{n_points} output times; use multiples of {n_points - 1}")
+
+    def process_group_key(self, case: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """One process per plugin × problem × task under ``measure.isolation = "group"``: the points
+        of its curves share the framework's import and, in JAX, one compiled program per curve
+        (the tolerances are the program's arguments). Each case measures its peak resident set
+        over its own region (``VmHWM`` reset), so a shared process does not lend it another's."""
+        return f"{case['plugin']}-{case['problem']}-{case['task']}"
 
     def use_problem(self, config: dict[str, Any], problem: dict[str, Any]) -> None:
         """Every block of the matrix on the user's problem instead of the suite's (``--problem``):

@@ -62,7 +62,7 @@ def run_case(case: dict[str, Any], config: dict[str, Any], plugin: SolverPlugin)
         measure = config["measure"]
         if task == "solve":
             driver = make_driver(plugin, problem, kw, task="solve", threads=measure["threads"])
-            rec["compile_s"] = driver.compile_s
+            rec.update(compile_s=driver.compile_s, compile_reused=getattr(driver, "compile_reused", None))
             _solve(driver, refs, measure, rec)
         else:
             _gradient(plugin, problem, refs, kw, case, config, rec)
@@ -110,13 +110,18 @@ def _gate(user: dict[str, Any], plugin: SolverPlugin, case: dict[str, Any], rec:
         raise SolveFailed(Status.UNFAIR, gate["note"])
 
 
-def _repeat(fn, driver: Driver, repeats: int) -> tuple[Any, list[float]]:
-    """``repeats`` timed calls of ``fn`` with the GC off; the last result and the seconds of each."""
+def _repeat(fn, driver: Driver, measure: dict[str, Any]) -> tuple[Any, list[float]]:
+    """``measure.repeats`` timed calls of ``fn`` with the GC off, fewer when they have taken
+    ``measure.repeat_budget_s`` (> 0) in all (at least one always runs); the last result and the
+    seconds of each."""
     out, times = None, []
+    budget = measure["repeat_budget_s"]
     with gc_off():
-        for _ in range(repeats):
+        for _ in range(measure["repeats"]):
             out, dt = timed(fn, driver.sync)
             times.append(dt)
+            if budget and sum(times) >= budget:
+                break  # a slow point (an implicit solve at rtol 1e-10) has its repeats cut, not its run
     return out, times
 
 
@@ -138,7 +143,7 @@ def _solve(driver: Driver, refs: problems.References, measure: dict[str, Any], r
     handle = driver.solve()  # the first call: its status, and the first warm-up
     for _ in range(measure["warmup"] - 1):
         driver.solve()
-    handle, times = _repeat(driver.solve, driver, measure["repeats"])
+    handle, times = _repeat(driver.solve, driver, measure)
     s = summarize(times)
     rec.update(time_s=s["median"], time_s_iqr=s["iqr"], time_s_min=min(times), repeats=len(times))
     _errors(rec, driver.trajectory(handle), refs)
@@ -149,7 +154,7 @@ def _solve(driver: Driver, refs: problems.References, measure: dict[str, Any], r
     # what is left of the solve's time is the solver's own loop (steps, controller, output).
     replay = driver.field_replay(states)
     replay()
-    _, field = _repeat(replay, driver, measure["repeats"])
+    _, field = _repeat(replay, driver, measure)
     rec["field_s"] = min(field)
     if stats.n_steps:
         # Minima of both: the least disturbed run of each on a shared machine.
@@ -171,7 +176,7 @@ def _gradient(plugin: SolverPlugin, problem: problems.Problem, refs: problems.Re
     # set follows what is live (see odebench.measure.set_mmap_threshold).
     pinned = set_mmap_threshold(config["memory"]["mmap_threshold"])
     driver = make_driver(plugin, problem, kw, task="gradient", targets=targets, threads=measure["threads"])
-    rec["compile_s"] = driver.compile_s
+    rec.update(compile_s=driver.compile_s, compile_reused=getattr(driver, "compile_reused", None))
     handle = driver.gradient()
     for _ in range(measure["warmup"] - 1):
         driver.gradient()
@@ -183,7 +188,7 @@ def _gradient(plugin: SolverPlugin, problem: problems.Problem, refs: problems.Re
     if pinned:
         release_mmap_threshold()
         driver.gradient()
-    handle, times = _repeat(driver.gradient, driver, measure["repeats"])
+    handle, times = _repeat(driver.gradient, driver, measure)
     s = summarize(times)
     rec.update(time_s=s["median"], time_s_iqr=s["iqr"], time_s_min=min(times), repeats=len(times))
     loss, grad, ys = driver.flat_gradient(handle)

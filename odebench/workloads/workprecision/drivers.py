@@ -21,6 +21,7 @@ A driver does, for one case:
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import sys
 import time
@@ -246,8 +247,49 @@ def _start_jax(threads: int) -> Any:
     return jax
 
 
+#: Compiled programs of this process, by everything they were traced with but their arguments.
+#: The tolerances are arguments, so the points of one adaptive curve share one compile when they
+#: run in one process (``measure.isolation = "group"``): only the first has it in ``compile_s``.
+_PROGRAMS: dict[tuple, Any] = {}
+#: The counter and the state sink of every instrumented solve in this process: one of each keeps
+#: the instrumented program's static parts (its callbacks) identical from case to case, so it too
+#: compiles once per curve.
+_COUNTER = NFECounter()
+_STATES: list[tuple[np.ndarray, np.ndarray]] = []
+
+
+def _record_state(t: Any, y: Any) -> None:
+    _STATES.append((np.asarray(t), np.asarray(y)))
+
+
+@functools.cache
+def _recorded_class() -> type:
+    """A field wrapper that sends each evaluation's ``(t, y)`` to :data:`_STATES` (untimed use only)."""
+    import equinox as eqx
+    import jax
+
+    class Recorded(eqx.Module):
+        f: Any
+
+        def __call__(self, t, y):
+            jax.debug.callback(_record_state, t, y)
+            return self.f(t, y)
+
+    return Recorded
+
+
+def _bucket(n: int) -> int:
+    """The padded length of ``n`` replayed states: the next power of two, at least 16 (one replay
+    program serves every state count up to it)."""
+    return max(16, 1 << max(n - 1, 0).bit_length())
+
+
 class JaxDriver(Driver):
-    """JAX plugins: the solve and the gradient compiled ahead of time (``compile_s`` apart)."""
+    """JAX plugins: the solve and the gradient compiled ahead of time (``compile_s`` apart).
+
+    Every compiled program takes the tolerances as arguments and is kept for the process's later
+    cases (:data:`_PROGRAMS`); ``compile_reused`` says a case found its program compiled.
+    """
 
     saved_source = None
 
@@ -256,32 +298,51 @@ class JaxDriver(Driver):
         jax = _start_jax(threads)
         import jax.numpy as jnp
 
-        self.jax, self.jnp, self.plugin, self.kw = jax, jnp, plugin, kw
+        self.jax, self.jnp, self.plugin = jax, jnp, plugin
+        # The static keywords (method, grad mode, step, budget) are traced into the programs; the
+        # tolerances are passed to them, as float64 scalars.
+        self.kw = {k: v for k, v in kw.items() if k not in ("rtol", "atol")}
+        self.tol = {k: jnp.asarray(kw[k], dtype=jnp.float64) for k in ("rtol", "atol") if k in kw}
         self.model = _field(problem, "jax")
         self.y0 = jnp.asarray(problem.y0, dtype=jnp.float64)
         # Concrete output times closed over (not traced): diffrax then sizes a fixed-step loop by the grid.
         self.ts = jnp.asarray(problem.ts, dtype=jnp.float64)
         self.targets = None if targets is None else jnp.asarray(targets, dtype=jnp.float64)
         self.compile_s = 0.0
-        # Only what the task times is compiled: a compile of a diffrax solve takes seconds.
+        self.compile_reused = False
+        # Only what the task times is compiled here: a compile of a diffrax solve takes seconds.
         if targets is None:
-            self._solve = self._compile(jax.jit(self._solve_fn), self.model, self.y0)
+            self._solve = self._program("solve", lambda: jax.jit(self._solve_fn), self.model, self.y0, self.tol)
         else:
             vg = jax.value_and_grad(self._loss_fn, argnums=(0, 1), has_aux=True)
-            self._grad = self._compile(jax.jit(vg), self.model, self.y0)
+            self._grad = self._program("gradient", lambda: jax.jit(vg), self.model, self.y0, self.targets, self.tol)
 
-    def _compile(self, jitted: Any, *args: Any) -> Any:
+    def _key(self, what: str, *args: Any) -> tuple:
+        """What a program of this driver depends on beyond its arguments' values."""
+        leaves, treedef = self.jax.tree_util.tree_flatten(args)
+        return (what, self.plugin.name, tuple(sorted(self.kw.items())), np.asarray(self.ts).tobytes(), treedef,
+                tuple((getattr(x, "shape", None), str(getattr(x, "dtype", type(x)))) for x in leaves))
+
+    def _program(self, what: str, make: Callable[[], Any], *args: Any, timed: bool = True) -> Any:
+        """The compiled ``make()`` for ``args``, from :data:`_PROGRAMS` or compiled now (timed into
+        ``compile_s`` unless ``timed`` is False: the untimed passes' compiles are no figure)."""
+        key = self._key(what, *args)
+        if key in _PROGRAMS:
+            if timed:
+                self.compile_reused = True
+            return _PROGRAMS[key]
         start = time.perf_counter()
-        out = jitted.lower(*args).compile()
-        self.compile_s += time.perf_counter() - start
+        out = _PROGRAMS[key] = make().lower(*args).compile()
+        if timed:
+            self.compile_s += time.perf_counter() - start
         return out
 
-    def _solve_fn(self, model, y0):
-        return self.plugin.solve(model, y0, self.ts, **self.kw)
+    def _solve_fn(self, model, y0, tol):
+        return self.plugin.solve(model, y0, self.ts, **self.kw, **tol)
 
-    def _loss_fn(self, model, y0):
-        ys, code, stats = self.plugin.solve(model, y0, self.ts, **self.kw)
-        return self.jnp.sum((ys - self.targets) ** 2), (code, stats, ys)
+    def _loss_fn(self, model, y0, targets, tol):
+        ys, code, stats = self.plugin.solve(model, y0, self.ts, **self.kw, **tol)
+        return self.jnp.sum((ys - targets) ** 2), (code, stats, ys)
 
     def _check(self, code: Any) -> None:
         status = self.plugin.status(code)  # reads the code: waits for the computation
@@ -289,7 +350,7 @@ class JaxDriver(Driver):
             raise SolveFailed(status, self.plugin.message(status, self.kw["max_steps"]))
 
     def solve(self) -> Any:
-        ys, code, stats = self._solve(self.model, self.y0)
+        ys, code, stats = self._solve(self.model, self.y0, self.tol)
         self.jax.block_until_ready(ys)
         self._check(code)
         return ys, stats
@@ -298,53 +359,47 @@ class JaxDriver(Driver):
         return np.asarray(handle[0], dtype=np.float64)
 
     def instrumented_solve(self):
-        import equinox as eqx
-
         from odebench.backends.jax import counted
 
         jax = self.jax
-        counter, states = NFECounter(), []
-
-        def record(t, y):
-            states.append((np.asarray(t), np.asarray(y)))
-
-        class Recorded(eqx.Module):
-            """Sends each evaluation's ``(t, y)`` to the host (untimed use only)."""
-
-            f: Any
-
-            def __call__(self, t, y):
-                jax.debug.callback(record, t, y)
-                return self.f(t, y)
-
-        field = Recorded(counted(self.model, counter, count_vjp=False))
-        ys, code, stats = jax.jit(lambda m, y0: self.plugin.solve(m, y0, self.ts, **self.kw))(field, self.y0)
+        field = _recorded_class()(counted(self.model, _COUNTER, count_vjp=False))
+        run = self._program("instrumented", lambda: jax.jit(self._solve_fn), field, self.y0, self.tol, timed=False)
+        _COUNTER.reset()
+        _STATES.clear()
+        ys, code, stats = run(field, self.y0, self.tol)
         jax.block_until_ready(ys)
         jax.effects_barrier()
         self._check(code)
-        return counter.nfe_fwd, self.plugin.to_stats(stats), states
+        states = list(_STATES)
+        _STATES.clear()
+        return _COUNTER.nfe_fwd, self.plugin.to_stats(stats), states
 
     def field_replay(self, states):
         jax, jnp = self.jax, self.jnp
         if not states:
             return lambda: None
-        ts = jnp.asarray(np.array([s[0] for s in states], dtype=np.float64))
-        ys = jnp.asarray(np.stack([s[1] for s in states]).astype(np.float64))
+        n = len(states)
+        # Padded to a bucket, so that one program replays every state count up to it; the loop runs
+        # over the first n only.
+        pad = _bucket(n) - n
+        ts = jnp.asarray(np.pad(np.array([s[0] for s in states], dtype=np.float64), (0, pad), mode="edge"))
+        ys = np.stack([s[1] for s in states]).astype(np.float64)
+        ys = jnp.asarray(np.pad(ys, [(0, pad)] + [(0, 0)] * (ys.ndim - 1), mode="edge"))
+        count = jnp.asarray(n, dtype=jnp.int32)
 
-        def run(model, ts, ys):
+        def run(model, ts, ys, count):
             # One evaluation after another, as in the solve; the sum keeps each one live.
-            def body(acc, x):
-                return acc + model(x[0], x[1]), None
+            def body(i, acc):
+                return acc + model(ts[i], ys[i])
 
-            acc, _ = jax.lax.scan(body, jnp.zeros_like(ys[0]), (ts, ys))
-            return acc
+            return jax.lax.fori_loop(0, count, body, jnp.zeros_like(ys[0]))
 
-        compiled = jax.jit(run).lower(self.model, ts, ys).compile()
+        compiled = self._program("replay", lambda: jax.jit(run), self.model, ts, ys, count, timed=False)
         model = self.model
-        return lambda: jax.block_until_ready(compiled(model, ts, ys))
+        return lambda: jax.block_until_ready(compiled(model, ts, ys, count))
 
     def gradient(self):
-        (loss, (code, _stats, ys)), grads = self._grad(self.model, self.y0)
+        (loss, (code, _stats, ys)), grads = self._grad(self.model, self.y0, self.targets, self.tol)
         self.jax.block_until_ready(grads)
         self._check(code)
         return loss, grads, ys
@@ -361,11 +416,13 @@ class JaxDriver(Driver):
         from odebench.backends.jax import instrumented_pass
 
         def loss_fn(f):
-            ys, code, stats = self.plugin.solve(f, self.y0, self.ts, **self.kw)
+            ys, code, stats = self.plugin.solve(f, self.y0, self.ts, **self.kw, **self.tol)
             return self.jnp.sum((ys - self.targets) ** 2), (code, stats)
 
+        # The process's one counter (reset by the pass): diffrax's own compiled solve then serves
+        # every point of the curve (the tolerances are arrays, not static values).
         return instrumented_pass(self.plugin, loss_fn, self.model, method=self.kw["method"],
-                                 max_steps=self.kw["max_steps"])
+                                 max_steps=self.kw["max_steps"], counter=_COUNTER)
 
 
 def make_driver(plugin: SolverPlugin, problem: Problem, kw: dict[str, Any], *, task: str,

@@ -41,6 +41,8 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "report": {"error": (str, tuple(ERRORS)), "targets": ([float], "pos"), "max_error": (float, "pos"),
                "flat_decades": (float, "pos"), "wall_points": (int, "pos")},
     "memory": {"mmap_threshold": (int, "nonneg")},
+    # Timed repeats stop once they have taken this many seconds in all (0: every repeat runs).
+    "measure": {"repeat_budget_s": (float, "nonneg")},
 }
 DEFAULTS: dict[str, dict[str, Any]] = {
     "problems": {},
@@ -56,6 +58,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "wall_points": 3},
     # glibc's mmap threshold while a gradient case measures its peak (see odebench.measure).
     "memory": {"mmap_threshold": 16384},
+    "measure": {"repeat_budget_s": 0.0},
 }
 AXES = {"problem": ([str], PROBLEMS), "task": ([str], TASKS), "n_steps": ([int], "nonneg")}
 
@@ -63,7 +66,7 @@ AXES = {"problem": ([str], PROBLEMS), "task": ([str], TASKS), "n_steps": ([int],
 COLUMNS = [
     "n_outputs", "state_size", "max_steps_used",
     "err_final", "err_l2", "err_linf",
-    "time_s", "time_s_min", "time_s_iqr", "repeats", "compile_s",
+    "time_s", "time_s_min", "time_s_iqr", "repeats", "compile_s", "compile_reused",
     "nfe_fwd", "nfe_bwd", "n_vjp", "nfe_native", "steps", "steps_accepted", "steps_rejected",
     "field_s", "loop_s_per_step",
     "grad_err", "grad_err_params", "grad_err_y0", "loss", "peak_bytes", "peak_source", "saved_bytes",
