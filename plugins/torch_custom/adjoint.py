@@ -92,15 +92,33 @@ def _pick_vjp():
 _VJP = None
 
 
+def _pick_flatten():
+    """``torch.cat`` of the tensors flattened, in one C++ call (the one DDP uses to bucket
+    gradients) instead of a ``reshape`` per part; plain ``cat`` where it is unavailable."""
+    flat = getattr(getattr(torch._C, "_nn", None), "flatten_dense_tensors", None)
+    if flat is None:
+        return lambda parts: torch.cat([q.reshape(-1) for q in parts])
+    return flat
+
+
+_FLATTEN = _pick_flatten()
+
+
 class _Augmented:
-    """``s = [z, a, a_θ] ↦ ds/dt`` on the flat augmented state, one VJP per call."""
+    """``s = [z, a, a_θ] ↦ ds/dt`` on the flat augmented state, one VJP per call.
+
+    It runs once per evaluation of the reverse solve, on a small state where each tensor op
+    costs microseconds of dispatch, so the per-call work is kept to: one ``split`` into
+    views, one ``neg``, the field and its VJP, and one flattening ``cat`` of the results.
+    """
 
     def __init__(self, job: Job, shape, n: int):
         self.func = job.func
         self.params = job.params
         self.shape = shape
         self.n = n
-        self.zeros = [torch.zeros(p.numel(), dtype=p.dtype, device=p.device) for p in job.params]
+        self.sizes = (n, n, sum(p.numel() for p in job.params))
+        self.zeros = [torch.zeros_like(p) for p in job.params]
         self.job = job
         self.checked = False
         global _VJP
@@ -109,9 +127,9 @@ class _Augmented:
         self.vjp = _VJP
 
     def __call__(self, t, s):
-        n = self.n
-        z = s[:n].view(self.shape).detach().requires_grad_(True)
-        minus_a = s[n:2 * n].view(self.shape).neg()
+        shape = self.shape
+        z, a, _ = s.split_with_sizes(self.sizes)  # (not Tensor.split: its Python wrapper costs more)
+        z = z.view(shape).detach().requires_grad_(True)
         with torch.enable_grad():
             fz = self.func(t, z)
             if not self.checked:
@@ -122,16 +140,15 @@ class _Augmented:
             if not fz.requires_grad:  # f independent of z and the parameters
                 vjps = (None,) * (1 + len(self.params))
             else:
-                vjps = self.vjp(fz, minus_a, (z, *self.params))
+                vjps = self.vjp(fz, a.view(shape).neg(), (z, *self.params))
         self.job.n_vjp += 1
-        parts = [fz.detach().reshape(-1)]
-        zeros = self.zeros
-        for i, g in enumerate(vjps):
-            if g is None:
-                parts.append(zeros[i - 1] if i else torch.zeros_like(s[:n]))
-            else:
-                parts.append(g.reshape(-1))
-        return torch.cat(parts)
+        # called under no_grad (the reverse solve): the result is a plain tensor
+        # (not ``None in vjps``: that compares tensors with ``==``, tens of µs each)
+        if any(g is None for g in vjps):  # unused z or parameters: their derivative is zero
+            zeros = self.zeros
+            vjps = [torch.zeros_like(fz) if i == 0 else zeros[i - 1] if g is None else g
+                    for i, g in enumerate(vjps)]
+        return _FLATTEN([fz, *vjps])
 
 
 def _mixed_norm(n: int, p: int, seminorm: bool):

@@ -3,8 +3,9 @@
 Time is kept as Python floats (float64) throughout; the vector field receives 0-d tensors
 of the state's dtype (as torchdiffeq passes them), made in one ``torch.tensor`` call per
 solve on fixed grids and per step on adaptive ones. Coefficients times ``h`` are Python
-floats fed to ``torch.add(..., alpha=)`` and in-place ``add_``, so a stage costs one
-kernel per nonzero tableau entry and nothing else.
+floats fed to ``torch.add(..., alpha=)`` (chained out of place under autograd, in place
+with ``add_`` without it), so a stage costs one kernel per nonzero tableau entry and
+nothing else.
 
 The core never raises on solver failure: it returns a :class:`Result` whose ``status`` is
 one of ``"ok"``, ``"max_steps"``, ``"dt_underflow"``, ``"nonfinite"``.
@@ -93,11 +94,17 @@ def comb(y, ks, nz, h):
     """``y + h Σ_j c_j k_j`` over the nonzero ``(j, c_j)`` in ``nz``, one kernel per term."""
     if not nz:
         return y
-    j, x = nz[0]
-    out = torch.add(y, ks[j], alpha=x * h)
-    for j, x in nz[1:]:
-        out.add_(ks[j], alpha=x * h)
-    return out
+    if not torch.is_grad_enabled():  # no graph: accumulate in place into one new tensor
+        j, x = nz[0]
+        out = torch.add(y, ks[j], alpha=x * h)
+        for j, x in nz[1:]:
+            out.add_(ks[j], alpha=x * h)
+        return out
+    # Out of place under autograd: an in-place add_ on a graph tensor costs more, forward
+    # (version counter, history rebase) and backward, than a fresh ``add``.
+    for j, x in nz:
+        y = torch.add(y, ks[j], alpha=x * h)
+    return y
 
 
 def step(m: Method, func, tt, y, k0, h):
