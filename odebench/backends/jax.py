@@ -305,7 +305,6 @@ def instrumented_pass(plugin: JaxSolverPlugin, loss_fn: Callable[[Any], tuple[An
         SolveFailed: when the forward solve's status is not ok.
     """
     import jax
-    import jax.numpy as jnp
 
     counter = counter if counter is not None else NFECounter()
     counter.reset()
@@ -314,19 +313,131 @@ def instrumented_pass(plugin: JaxSolverPlugin, loss_fn: Callable[[Any], tuple[An
     def counted_loss(m):
         return loss_fn(counted(m, counter, count_vjp))
 
-    loss, vjp_fn, (code, stats) = jax.vjp(counted_loss, model, has_aux=True)
+    return _read_pass(plugin, counter, count_vjp, max_steps, lambda: jax.vjp(counted_loss, model, has_aux=True),
+                      lambda vjp_fn, g: vjp_fn(g))
+
+
+def _read_pass(plugin: JaxSolverPlugin, counter: NFECounter, count_vjp: bool, max_steps: int,
+               forward: Callable[[], Any], backward: Callable[[Any, Any], Any]) -> InstrumentedPass:
+    """Run an instrumented pass's forward (``-> (loss, vjp_fn, (code, stats))``) and backward
+    (``(vjp_fn, cotangent) -> grads``), switching the counter's phase between them."""
+    import jax
+    import jax.numpy as jnp
+
+    loss, vjp_fn, (code, stats) = forward()
     jax.block_until_ready(loss)
+    # The counting callbacks run asynchronously: wait for every one before reading or switching phase.
     jax.effects_barrier()
     status = plugin.status(code)
     if status is not Status.OK:
         raise SolveFailed(status, plugin.message(status, max_steps))
     counter.phase = "bwd"
-    grads = vjp_fn(jnp.ones_like(loss))
+    grads = backward(vjp_fn, jnp.ones_like(loss))
     jax.block_until_ready(grads)
     jax.effects_barrier()
     return InstrumentedPass(loss=float(loss), nfe_fwd=counter.nfe_fwd, nfe_bwd=counter.nfe_bwd,
                             n_vjp=counter.n_vjp if count_vjp else None, saved_bytes=None,
                             stats=plugin.to_stats(stats))
+
+
+class CompiledInstrumentedPass:
+    """:func:`instrumented_pass` as two jitted programs, traced and compiled once per argument shape.
+
+    The forward program returns the loss, its VJP (a pytree of residuals) and the solve's
+    outcome; the backward program applies that VJP. Every later pass on arguments of the same
+    shapes (a training run's snapshots) reuses both programs, where the eager pass re-runs
+    JAX's tracing and linearisation in Python on every call. The counting is the same: the
+    counting vector field's callbacks run inside the programs, the phase is switched between
+    the two, and ``n_traces`` counts how often the forward program was traced.
+
+    Arguments:
+        plugin, method, max_steps: as :func:`instrumented_pass`.
+        loss_fn: ``loss_fn(f, *args) -> (loss, (code, stats))``, the forward pass solving with
+            the vector field ``f`` (the counted model) on the call's extra arguments.
+        counter: the counter the callbacks report to (reset before each pass); it must stay
+            the same object, or the programs are traced again.
+    """
+
+    def __init__(self, plugin: JaxSolverPlugin, loss_fn: Callable[..., tuple[Any, tuple[Any, Any]]], *,
+                 method: str, max_steps: int, counter: NFECounter | None = None) -> None:
+        import jax
+
+        self.plugin = plugin
+        self.max_steps = max_steps
+        self.counter = counter if counter is not None else NFECounter()
+        self.count_vjp = plugin.counts_vjp(method)
+        self.n_traces = 0
+
+        def forward(model: Any, *args: Any) -> tuple[Any, Any, Any]:
+            self.n_traces += 1  # runs only while tracing
+            return jax.vjp(lambda m: loss_fn(counted(m, self.counter, self.count_vjp), *args), model, has_aux=True)
+
+        self._forward = jax.jit(forward)
+        self._backward = jax.jit(lambda vjp_fn, g: vjp_fn(g))
+
+    def __call__(self, model: Any, *args: Any) -> InstrumentedPass:
+        """One pass at ``model`` (gradient with respect to its array leaves) on ``args``; no update.
+
+        Raises:
+            SolveFailed: when the forward solve's status is not ok.
+        """
+        self.counter.reset()
+        return _read_pass(self.plugin, self.counter, self.count_vjp, self.max_steps,
+                          lambda: self._forward(model, *args), self._backward)
+
+
+class _Trajectory:
+    """One jitted trajectory program of a plugin and its solve settings; counts its traces."""
+
+    def __init__(self, plugin: JaxSolverPlugin, solve_kwargs: dict[str, Any]) -> None:
+        import jax
+
+        self.n_traces = 0
+
+        def run(model: Any, y0: Any, ts: Any) -> tuple[Any, Any]:
+            self.n_traces += 1  # runs only while tracing
+            pred, code, _ = plugin.solve(model, y0, ts, **solve_kwargs)
+            return pred, code
+
+        self.fn = jax.jit(run)
+
+
+@functools.cache
+def _trajectory_program(plugin: JaxSolverPlugin, solve_items: tuple[tuple[str, Any], ...]) -> _Trajectory:
+    return _Trajectory(plugin, dict(solve_items))
+
+
+def trajectory_program(plugin: JaxSolverPlugin, **solve_kwargs: Any) -> _Trajectory:
+    """The process's one jitted trajectory program for ``plugin`` with these solve settings.
+
+    A trainer's predictions (every snapshot and the final MSE) and the solver-swap check's
+    evaluation with the trained solver share it, so the program is compiled once per case
+    for each arithmetic (JAX keys its cache by shape, dtype and the x64 switch), not once
+    per caller.
+    """
+    return _trajectory_program(plugin, tuple(sorted(solve_kwargs.items())))
+
+
+def trajectory(plugin: JaxSolverPlugin, model: Any, y0: Any, ts: Any, **solve_kwargs: Any) -> np.ndarray:
+    """``model``'s trajectory at ``ts`` from ``y0`` solved by ``plugin`` (jitted; see :func:`trajectory_program`).
+
+    Arguments:
+        plugin: the JAX plugin.
+        model: the vector field (an ``equinox.Module``; its arrays are the program's arguments).
+        y0, ts: device arrays of the solve's dtype.
+        solve_kwargs: :meth:`~odebench.protocol.JaxSolverPlugin.solve`'s keyword arguments (hashable).
+
+    Returns:
+        The trajectory as float64 numpy, shape ``(len(ts), d)``.
+
+    Raises:
+        SolveFailed: when the solve does not end with status ok.
+    """
+    pred, code = trajectory_program(plugin, **solve_kwargs).fn(model, y0, ts)
+    status = plugin.status(code)
+    if status is not Status.OK:
+        raise SolveFailed(status, plugin.message(status, solve_kwargs.get("max_steps", 100_000)))
+    return np.asarray(pred, dtype=np.float64)
 
 
 class JaxTrainer(Trainer):
@@ -366,7 +477,8 @@ class JaxTrainer(Trainer):
         self._compiled: dict[Any, Any] = {}
         self._last: Any = None
         self._counter = NFECounter()
-        self._predict = jax.jit(self._predict_fn, static_argnames=("max_steps",))
+        self._pass = CompiledInstrumentedPass(plugin, self._loss, method=method, max_steps=max_steps,
+                                              counter=self._counter)
 
     # -- the step -------------------------------------------------------------------
     def _loss(self, model: Any, y0: Any, ts: Any, ys: Any) -> tuple[Any, tuple[Any, Any]]:
@@ -448,27 +560,21 @@ class JaxTrainer(Trainer):
 
         ``stats`` is the forward solve's own statistics, whose ``nfe`` must equal ``nfe_fwd``.
         """
-        y0, ts, ys = batch
-        return instrumented_pass(self.plugin, lambda f: self._loss(f, y0, ts, ys), self.model,
-                                 method=self.solve_kwargs["method"], max_steps=self.solve_kwargs["max_steps"],
-                                 counter=self._counter)
+        return self._pass(self.model, *batch)
 
-    def _predict_fn(self, model: Any, y0: Any, ts: Any, max_steps: int) -> tuple[Any, Any]:
-        kwargs = dict(self.solve_kwargs, max_steps=max_steps)
-        pred, code, _ = self.plugin.solve(model, y0, ts, **kwargs)
-        return pred, code
+    @property
+    def n_pass_traces(self) -> int:
+        """How often the instrumented pass's forward program was traced (once per batch shape)."""
+        return self._pass.n_traces
 
     def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
+        """The model's trajectory at ``ts`` from ``y0`` with the trained solver (:func:`trajectory`)."""
         import jax
 
         ts_j = jax.device_put(np.asarray(ts, dtype=self.dtype), self.device)
         y0_j = jax.device_put(np.asarray(y0, dtype=self.dtype), self.device)
         max_steps = max(self.solve_kwargs["max_steps"], len(ts))
-        pred, code = self._predict(self.model, y0_j, ts_j, max_steps=max_steps)
-        status = self.plugin.status(code)
-        if status is not Status.OK:
-            raise SolveFailed(status, self.plugin.message(status, max_steps))
-        return np.asarray(pred, dtype=np.float64)
+        return trajectory(self.plugin, self.model, y0_j, ts_j, **dict(self.solve_kwargs, max_steps=max_steps))
 
     def parameters_numpy(self) -> list[np.ndarray]:
         out = []
@@ -541,4 +647,5 @@ def make_trainer(
     )
 
 
-__all__ = ["DEVICES", "DTYPES", "OPTIMIZERS", "JaxTrainer", "build_mlp", "counted", "instrumented_pass", "make_optimizer", "make_trainer"]
+__all__ = ["DEVICES", "DTYPES", "OPTIMIZERS", "CompiledInstrumentedPass", "JaxTrainer", "build_mlp", "counted",
+           "instrumented_pass", "make_optimizer", "make_trainer", "trajectory", "trajectory_program"]
