@@ -139,7 +139,7 @@ def mlp_trajectory(spec: Any, params: list[np.ndarray], ts: np.ndarray, y0: np.n
 def _jax_trajectory(spec, weights, ts, y0, solver: Solver, kw: dict[str, Any], device: str) -> np.ndarray:
     import jax
 
-    from odebench.backends.jax import _device, build_mlp
+    from odebench.backends.jax import _device, build_mlp, trajectory
 
     # float64 inside a context only: a process that goes on to run float32 cases is not switched over.
     with jax.enable_x64(solver.dtype == "float64"):
@@ -150,10 +150,9 @@ def _jax_trajectory(spec, weights, ts, y0, solver: Solver, kw: dict[str, Any], d
         model = build_mlp(spec, weights, jdtype, dev)
         y0_j = jax.device_put(jnp.asarray(y0, dtype=jdtype), dev)
         ts_j = jax.device_put(jnp.asarray(ts, dtype=jdtype), dev)
-        sol = solver.plugin.odeint(model, y0_j, ts_j, **kw)
-        if not sol.ok:
-            raise SolveFailed(sol.status, sol.message)
-        return np.asarray(sol.ys, dtype=np.float64)
+        # One jitted program per solver, shared with the trainer's predictions: with the solver
+        # the model trained with, this reuses the program its snapshots and final MSE compiled.
+        return trajectory(solver.plugin, model, y0_j, ts_j, **kw)
 
 
 def swapped_model(model: Any, solver: Solver) -> Any:

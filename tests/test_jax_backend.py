@@ -165,6 +165,57 @@ def test_instrumented_counts_and_predict(setup):
     assert pred.shape == (50, 2) and pred.dtype == np.float64 and np.all(np.isfinite(pred))
 
 
+def test_instrumented_pass_compiled_once_and_counts_as_the_eager_pass(setup):
+    """Every snapshot's instrumented pass reuses one traced program (same shapes), and it counts
+    exactly what the eager pass (a fresh jax.vjp in Python) counts, with the same loss."""
+    from odebench.backends.jax import instrumented_pass
+
+    trainer = setup["trainer"]
+    trainer.reset()
+    first = trainer.instrumented(setup["jbs"][0])
+    traces = trainer.n_pass_traces
+    assert traces >= 1
+    passes = [trainer.instrumented(jb) for jb in setup["jbs"]]
+    assert trainer.n_pass_traces == traces  # four more passes, no new trace
+    y0, ts, ys = setup["jbs"][0]
+    eager = instrumented_pass(trainer.plugin, lambda f: trainer._loss(f, y0, ts, ys), trainer.model,
+                              method="rk4-classic", max_steps=1000)
+    for p in (first, passes[0]):
+        assert (p.nfe_fwd, p.nfe_bwd, p.n_vjp) == (eager.nfe_fwd, eager.nfe_bwd, eager.n_vjp) == (36, 72, 36)
+        assert p.stats.nfe == eager.stats.nfe == 36
+        assert p.loss == pytest.approx(eager.loss, rel=1e-12)
+    assert [(p.nfe_fwd, p.nfe_bwd, p.n_vjp) for p in passes] == [(36, 72, 36)] * 4
+
+
+def test_predictions_and_swap_share_one_trajectory_program(setup):
+    """The trainer's predictions and the swap check's evaluation with the trained solver run one
+    jitted program, traced once; the float64 reference is its own program, also traced once."""
+    from odebench.backends.jax import trajectory_program
+    from odebench.swap import Solver, mlp_trajectory
+
+    trainer = setup["trainer"]
+    problem = LinearSpiral(n_points=40, t1=4.0)
+    y0 = np.asarray(problem.y0)
+    kw = dict(trainer.solve_kwargs, max_steps=max(trainer.solve_kwargs["max_steps"], len(problem.ts)))
+    program = trajectory_program(trainer.plugin, **kw)
+    before = program.n_traces
+    preds = [trainer.predict(problem.ts, y0) for _ in range(3)]
+    assert program.n_traces == before + 1
+    trained = Solver(trainer.plugin, "rk4-classic", 1e-7, 1e-9, None, "float64")
+    swap_kw = dict(max_steps=trainer.solve_kwargs["max_steps"], grad_mode="backprop")
+    params = trainer.parameters_numpy()
+    again = mlp_trajectory(SPEC, params, problem.ts, y0, trained, **swap_kw)
+    assert program.n_traces == before + 1  # the swap's trained-solver evaluation: no new trace
+    np.testing.assert_array_equal(again, preds[0])
+    ref = Solver(trainer.plugin, "dopri5", 1e-9, 1e-11, None, "float64")
+    ref_program = trajectory_program(trainer.plugin, method="dopri5", rtol=1e-9, atol=1e-11, step_size=None,
+                                     grad_mode="backprop", max_steps=1000)
+    ref_before = ref_program.n_traces
+    for _ in range(2):
+        mlp_trajectory(SPEC, params, problem.ts, y0, ref, **swap_kw)
+    assert ref_program.n_traces == ref_before + 1
+
+
 def test_errors_list_choices():
     from odebench.backends.jax import make_trainer
     from odebench_plugins.diffrax_solvers import DiffraxPlugin

@@ -85,3 +85,51 @@ def test_peak_rss_covers_training_alone_not_the_snapshot_passes(tmp_path, plugin
     assert rec["rss_method"] == "VmHWM"
     assert rec["peak_rss_bytes"] < 4 * 2**20, rec["peak_rss_bytes"]
     assert rec["end_to_end_s"] == pytest.approx(rec["train_s"] + (rec["compile_s"] or 0.0))
+
+
+class _CountingTrainer:
+    """A stand-in trainer whose parameters are one number moved by each step; it counts predictions."""
+
+    def __init__(self):
+        self.theta, self.predictions = 0.0, []
+
+    def to_batch(self, batch):
+        return batch
+
+    def forward(self, batch):
+        self.theta += 1.0
+        return {"loss": 1.0 / self.theta}
+
+    def backward(self, handle):
+        pass
+
+    def sync(self):
+        pass
+
+    def loss_value(self, handle):
+        return handle["loss"]
+
+    def predict(self, ts, y0):
+        self.predictions.append(self.theta)
+        return np.full((len(ts), 2), self.theta)
+
+    def instrumented(self, batch):
+        from odebench.backends.base import InstrumentedPass
+        from odebench.protocol import SolveStats
+
+        return InstrumentedPass(loss=1.0, nfe_fwd=3, nfe_bwd=6, n_vjp=3, saved_bytes=None, stats=SolveStats())
+
+
+@pytest.mark.parametrize("snapshots, predicted", [([0, 2, 4], [0.0, 2.0, 4.0]), ([0, 2], [0.0, 2.0, 4.0])])
+def test_the_final_mse_reuses_a_last_iteration_snapshot(snapshots, predicted):
+    """A snapshot at the last iteration is the final parameters' prediction: the final MSE reads it
+    instead of predicting again; without one, the final MSE predicts once after training."""
+    from odebench.workloads.train.case import _train_once
+
+    problem = PROBLEMS["linear_spiral"](n_points=5, t1=1.0)
+    truth = np.zeros((5, 2))
+    trainer = _CountingTrainer()
+    out = _train_once(trainer, [object()] * 4, {"snapshots": snapshots}, problem, truth, record_history=True)
+    assert trainer.predictions == predicted
+    assert out["final_mse"] == pytest.approx(16.0)  # theta = 4 everywhere, against zeros
+    assert [p["nfe_fwd"] for p in out["passes"]] == [3] * len(snapshots)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from odebench.backends.base import Batch, InstrumentedPass, Trainer
+from odebench.backends.jax_counting import CompiledInstrumentedPass, counted, instrumented_pass
 from odebench.measure import NFECounter
 from odebench.models import MLPSpec
 from odebench.protocol import JaxSolverPlugin, SolveFailed, Status
@@ -202,141 +203,58 @@ def _device(device: str) -> Any:
         raise ValueError(f"JAX has no {device} device here (has: {', '.join(have)})") from exc
 
 
-# --------------------------------------------------------------------------- NFE counting
+class _Trajectory:
+    """One jitted trajectory program of a plugin and its solve settings; counts its traces."""
+
+    def __init__(self, plugin: JaxSolverPlugin, solve_kwargs: dict[str, Any]) -> None:
+        import jax
+
+        self.n_traces = 0
+
+        def run(model: Any, y0: Any, ts: Any) -> tuple[Any, Any]:
+            self.n_traces += 1  # runs only while tracing
+            pred, code, _ = plugin.solve(model, y0, ts, **solve_kwargs)
+            return pred, code
+
+        self.fn = jax.jit(run)
+
+
 @functools.cache
-def _counting_parts() -> Any:
-    """Build (once) the JAX counting wrapper; returns a namespace with ``Counted``."""
-    import equinox as eqx
-    import jax
-
-    class Counted(eqx.Module):
-        """``f(t, y)`` that reports each evaluation and (``on_vjp`` given) each VJP."""
-
-        f: Any
-        on_eval: Callable = eqx.field(static=True)
-        on_vjp: Callable | None = eqx.field(static=True)
-
-        def __call__(self, t, y):
-            if self.on_vjp is None:  # plain: differentiable in both modes
-                jax.debug.callback(self.on_eval)
-                return self.f(t, y)
-            return _counted_call((self.f, y), t, self.on_eval, self.on_vjp)
-
-    def _call(fy, t):
-        f, y = fy
-        return f(t, y)
-
-    @eqx.filter_custom_vjp
-    def _counted_call(fy, t, on_eval, on_vjp):
-        jax.debug.callback(on_eval)
-        return _call(fy, t)
-
-    @_counted_call.def_fwd
-    def _counted_fwd(perturbed, fy, t, on_eval, on_vjp):
-        del perturbed
-        jax.debug.callback(on_eval)
-        return _call(fy, t), None
-
-    @_counted_call.def_bwd
-    def _counted_bwd(residuals, grad_out, perturbed, fy, t, on_eval, on_vjp):
-        del residuals, perturbed
-        if on_vjp is not None:
-            jax.debug.callback(on_vjp)
-        # Re-linearise the raw field (uncounted): the count is of what the solver asks for.
-        _, vjp = eqx.filter_vjp(lambda _fy: _call(_fy, t), fy)
-        if grad_out is None:
-            return jax.tree.map(lambda _: None, fy)
-        (grad_fy,) = vjp(grad_out)
-        return grad_fy
-
-    return type("_CountingParts", (), {"Counted": Counted})
+def _trajectory_program(plugin: JaxSolverPlugin, solve_items: tuple[tuple[str, Any], ...]) -> _Trajectory:
+    return _Trajectory(plugin, dict(solve_items))
 
 
-class _Callbacks:
-    """Hashable (by identity) holder of a counter's callbacks: a static field of a jitted
-    module must hash, and one holder per counter keeps the jit cache warm across passes."""
+def trajectory_program(plugin: JaxSolverPlugin, **solve_kwargs: Any) -> _Trajectory:
+    """The process's one jitted trajectory program for ``plugin`` with these solve settings.
 
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
-
-    def on_eval(self) -> None:
-        self.counter.call()
-
-    def on_vjp(self) -> None:
-        self.counter.vjp()
-
-
-def counted(f: Any, counter: Any, count_vjp: bool = True) -> Any:
-    """``f(t, y)`` wrapped to report to ``counter`` on every evaluation and every VJP.
-
-    Arguments:
-        f: a JAX vector field ``f(t, y)`` (its array leaves stay differentiable leaves).
-        counter: an object with ``call()`` and ``vjp()`` methods, normally
-            :class:`odebench.measure.NFECounter` (whose ``phase`` splits forward and
-            backward evaluations).
-        count_vjp: count VJPs too. That makes the wrapper a ``custom_vjp``, which JAX
-            cannot forward-differentiate, so pass False for implicit methods (they take
-            Jacobians with ``jvp``; each Jacobian column then counts as one evaluation);
-            a plugin says which with :meth:`~odebench.protocol.JaxSolverPlugin.counts_vjp`.
-
-    Returns:
-        An ``equinox.Module`` computing ``f(t, y)``. Each evaluation runs
-        ``jax.debug.callback(counter.call)``; each vector-Jacobian product through it (a
-        ``custom_vjp`` whose backward rule re-linearises ``f`` uncounted) runs
-        ``counter.vjp``. Untimed use only; call ``jax.effects_barrier()`` before reading.
+    A trainer's predictions (every snapshot and the final MSE) and the solver-swap check's
+    evaluation with the trained solver share it, so the program is compiled once per case
+    for each arithmetic (JAX keys its cache by shape, dtype and the x64 switch), not once
+    per caller.
     """
-    holder = counter.__dict__.get("_jax_callbacks")
-    if holder is None:
-        holder = _Callbacks(counter)
-        counter.__dict__["_jax_callbacks"] = holder
-    return _counting_parts().Counted(f, holder.on_eval, holder.on_vjp if count_vjp else None)
+    return _trajectory_program(plugin, tuple(sorted(solve_kwargs.items())))
 
 
-def instrumented_pass(plugin: JaxSolverPlugin, loss_fn: Callable[[Any], tuple[Any, tuple[Any, Any]]], model: Any,
-                      *, method: str, max_steps: int, counter: NFECounter | None = None) -> InstrumentedPass:
-    """One untimed forward + backward (``jax.vjp``) with a counting vector field; no update.
+def trajectory(plugin: JaxSolverPlugin, model: Any, y0: Any, ts: Any, **solve_kwargs: Any) -> np.ndarray:
+    """``model``'s trajectory at ``ts`` from ``y0`` solved by ``plugin`` (jitted; see :func:`trajectory_program`).
 
     Arguments:
-        plugin: the JAX plugin that solves (its ``status``, ``message``, ``to_stats`` and
-            ``counts_vjp`` read the outcome).
-        loss_fn: ``loss_fn(f) -> (loss, (code, stats))``, the forward pass solving with the
-            vector field ``f`` (the counted ``model``).
-        model: the vector field; the gradient is taken with respect to its array leaves.
-        method, max_steps: the solve's method (whether VJPs can be counted) and step budget
-            (for the failure message).
-        counter: reuse this counter (reset first), so repeated passes hit the jit cache.
+        plugin: the JAX plugin.
+        model: the vector field (an ``equinox.Module``; its arrays are the program's arguments).
+        y0, ts: device arrays of the solve's dtype.
+        solve_kwargs: :meth:`~odebench.protocol.JaxSolverPlugin.solve`'s keyword arguments (hashable).
 
     Returns:
-        Forward evaluations (the forward solve), backward ones (a ``BacksolveAdjoint``'s
-        reverse solve, a checkpointed loop's recomputation), VJPs through the field (None
-        where the method's Jacobians need forward mode), and the solve's own statistics.
+        The trajectory as float64 numpy, shape ``(len(ts), d)``.
 
     Raises:
-        SolveFailed: when the forward solve's status is not ok.
+        SolveFailed: when the solve does not end with status ok.
     """
-    import jax
-    import jax.numpy as jnp
-
-    counter = counter if counter is not None else NFECounter()
-    counter.reset()
-    count_vjp = plugin.counts_vjp(method)
-
-    def counted_loss(m):
-        return loss_fn(counted(m, counter, count_vjp))
-
-    loss, vjp_fn, (code, stats) = jax.vjp(counted_loss, model, has_aux=True)
-    jax.block_until_ready(loss)
-    jax.effects_barrier()
+    pred, code = trajectory_program(plugin, **solve_kwargs).fn(model, y0, ts)
     status = plugin.status(code)
     if status is not Status.OK:
-        raise SolveFailed(status, plugin.message(status, max_steps))
-    counter.phase = "bwd"
-    grads = vjp_fn(jnp.ones_like(loss))
-    jax.block_until_ready(grads)
-    jax.effects_barrier()
-    return InstrumentedPass(loss=float(loss), nfe_fwd=counter.nfe_fwd, nfe_bwd=counter.nfe_bwd,
-                            n_vjp=counter.n_vjp if count_vjp else None, saved_bytes=None,
-                            stats=plugin.to_stats(stats))
+        raise SolveFailed(status, plugin.message(status, solve_kwargs.get("max_steps", 100_000)))
+    return np.asarray(pred, dtype=np.float64)
 
 
 class JaxTrainer(Trainer):
@@ -376,7 +294,8 @@ class JaxTrainer(Trainer):
         self._compiled: dict[Any, Any] = {}
         self._last: Any = None
         self._counter = NFECounter()
-        self._predict = jax.jit(self._predict_fn, static_argnames=("max_steps",))
+        self._pass = CompiledInstrumentedPass(plugin, self._loss, method=method, max_steps=max_steps,
+                                              counter=self._counter)
 
     # -- the step -------------------------------------------------------------------
     def _loss(self, model: Any, y0: Any, ts: Any, ys: Any) -> tuple[Any, tuple[Any, Any]]:
@@ -458,27 +377,21 @@ class JaxTrainer(Trainer):
 
         ``stats`` is the forward solve's own statistics, whose ``nfe`` must equal ``nfe_fwd``.
         """
-        y0, ts, ys = batch
-        return instrumented_pass(self.plugin, lambda f: self._loss(f, y0, ts, ys), self.model,
-                                 method=self.solve_kwargs["method"], max_steps=self.solve_kwargs["max_steps"],
-                                 counter=self._counter)
+        return self._pass(self.model, *batch)
 
-    def _predict_fn(self, model: Any, y0: Any, ts: Any, max_steps: int) -> tuple[Any, Any]:
-        kwargs = dict(self.solve_kwargs, max_steps=max_steps)
-        pred, code, _ = self.plugin.solve(model, y0, ts, **kwargs)
-        return pred, code
+    @property
+    def n_pass_traces(self) -> int:
+        """How often the instrumented pass's forward program was traced (once per batch shape)."""
+        return self._pass.n_traces
 
     def predict(self, ts: np.ndarray, y0: np.ndarray) -> np.ndarray:
+        """The model's trajectory at ``ts`` from ``y0`` with the trained solver (:func:`trajectory`)."""
         import jax
 
         ts_j = jax.device_put(np.asarray(ts, dtype=self.dtype), self.device)
         y0_j = jax.device_put(np.asarray(y0, dtype=self.dtype), self.device)
         max_steps = max(self.solve_kwargs["max_steps"], len(ts))
-        pred, code = self._predict(self.model, y0_j, ts_j, max_steps=max_steps)
-        status = self.plugin.status(code)
-        if status is not Status.OK:
-            raise SolveFailed(status, self.plugin.message(status, max_steps))
-        return np.asarray(pred, dtype=np.float64)
+        return trajectory(self.plugin, self.model, y0_j, ts_j, **dict(self.solve_kwargs, max_steps=max_steps))
 
     def parameters_numpy(self) -> list[np.ndarray]:
         out = []
@@ -551,4 +464,5 @@ def make_trainer(
     )
 
 
-__all__ = ["DEVICES", "DTYPES", "OPTIMIZERS", "JaxTrainer", "build_mlp", "counted", "instrumented_pass", "make_optimizer", "make_trainer"]
+__all__ = ["DEVICES", "DTYPES", "OPTIMIZERS", "CompiledInstrumentedPass", "JaxTrainer", "build_mlp", "counted",
+           "instrumented_pass", "make_optimizer", "make_trainer", "trajectory", "trajectory_program"]
