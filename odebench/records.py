@@ -27,8 +27,10 @@ CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework"
 #: workload began (interpreter start, imports of odebench, the plugin and its framework).
 #: ``jax_cache``: for a JAX case, whether its compiles were cold or read from the persistent cache
 #: (``$ODEBENCH_JAX_CACHE``; ``off`` without it), see :class:`odebench.backends.jax.CacheWatch`.
-OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s", "jax_cache", "jax_cache_hits",
-                   "jax_cache_misses"]
+#: ``group_size`` / ``group_index``: under ``measure.isolation = "group"``, how many cases the case's
+#: process ran and which of them it was (its ``process_s`` is then from the previous record to its own).
+OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s", "group_size", "group_index",
+                   "jax_cache", "jax_cache_hits", "jax_cache_misses"]
 
 #: Statuses of cases that never ran (they cannot run here; nothing broke): listed under
 #: "Not run" in a report, skipped by regress and asv.
