@@ -203,3 +203,14 @@ def test_the_suite_checks_say_what_is_wrong_in_one_line(tmp_path, fields, messag
 def test_an_unknown_problem_setting_is_refused(tmp_path):
     with pytest.raises(SuiteError, match="unknown key 'batch' in problems.lorenz; valid: t1, n_points, max_steps"):
         load_suite(SUITE, "quick", {"problems.lorenz": {"batch": 3}})
+
+
+@pytest.mark.parametrize("budget, expected", [(0.0, 4), (1e-9, 1)])
+def test_timed_repeats_stop_at_the_repeat_budget(budget, expected):
+    config = _config()
+    config["measure"] |= {"repeats": 4, "repeat_budget_s": budget}
+    rec = run_case(_case("torch_custom", "dopri5", rtol=1e-4), config, registry.get_plugin("torch_custom"))
+    assert rec["status"] == "ok", rec["message"]
+    # No budget: every repeat runs; a budget the first repeat exceeds: that one alone, and it is what is summarised.
+    assert rec["repeats"] == expected
+    assert rec["time_s_min"] <= rec["time_s"]
