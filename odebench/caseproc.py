@@ -63,15 +63,13 @@ def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Ca
         job_path.write_text(json.dumps(job))
         with open(log, "w") as fh:
             launched = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job_path), str(out)],
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=os.environ | {PARENT_ENV: str(os.getpid()), STARTED_ENV: repr(time.time())})
+            proc = _launch(job_path, out, fh, time.time())
             try:
                 code = _wait(proc, timeout, poll, poll_s)
                 process_s = time.perf_counter() - launched
             except subprocess.TimeoutExpired:
                 _stop(proc)
-                return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
+                return _failure(None, log, timeout, timed_out=True)
             except BaseException:
                 # Ctrl-C or SIGTERM of the runner, or a cancelled task: the case, in its own
                 # session, got neither signal.
@@ -80,12 +78,28 @@ def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Ca
         if out.exists():
             # The whole process, interpreter start to exit: what the case cost in wall time.
             return json.loads(out.read_text()) | {"process_s": process_s}
-        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-        if code == -signal.SIGKILL:
-            # Killed by someone else than us: on Linux that is almost always the OOM killer.
-            return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
-        return {"status": str(Status.ERROR),
-                "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
+        return _failure(code, log, timeout, timed_out=False)
+
+
+def _launch(job_path: Path, out: Path, fh: Any, started: float) -> subprocess.Popen:
+    """Start ``python -m odebench.worker JOB OUT`` in a session of its own, tied to this process,
+    its output to ``fh``; ``started`` (``time.time()``) is its launch time for ``startup_s``."""
+    return subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job_path), str(out)],
+                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=os.environ | {PARENT_ENV: str(os.getpid()), STARTED_ENV: repr(started)})
+
+
+def _failure(code: int | None, log: Path, timeout: float, *, timed_out: bool) -> dict[str, Any]:
+    """The ``status`` and one-line ``message`` of a worker that gave no record: killed by the timeout,
+    by SIGKILL from elsewhere, or exited with ``code``."""
+    if timed_out:
+        return {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
+    if code == -signal.SIGKILL:
+        # Killed by someone else than us: on Linux that is almost always the OOM killer.
+        return {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
+    tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+    return {"status": str(Status.ERROR),
+            "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
 
 
 def run_group_process(cases: list[dict[str, Any]], config: dict[str, Any], log: Path, timeout: float,
@@ -118,9 +132,7 @@ def run_group_process(cases: list[dict[str, Any]], config: dict[str, Any], log: 
         pending = [c["case_id"] for c in cases]
         with open(log, "a") as fh, open(out) as records:
             mark, written = time.perf_counter(), time.time()
-            proc = subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job_path), str(out)],
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=os.environ | {PARENT_ENV: str(os.getpid()), STARTED_ENV: repr(written)})
+            proc = _launch(job_path, out, fh, written)
             buffer, timed_out = "", False
 
             def drain() -> None:
@@ -152,14 +164,7 @@ def run_group_process(cases: list[dict[str, Any]], config: dict[str, Any], log: 
                 raise
     if not pending:
         return None
-    failed = {"case_id": pending[0]}
-    if timed_out:
-        return failed | {"status": str(Status.TIMEOUT), "message": f"no result within {timeout:g} s (killed)"}
-    if code == -signal.SIGKILL:
-        return failed | {"status": str(Status.OOM), "message": "worker killed by SIGKILL (out of memory?)"}
-    tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-    return failed | {"status": str(Status.ERROR),
-                     "message": f"worker exited with code {code}: {tail[0] if tail else 'no output'}"}
+    return {"case_id": pending[0]} | _failure(code, log, timeout, timed_out=timed_out)
 
 
 def _wait(proc: subprocess.Popen, timeout: float, poll: Callable[[], bool] | None, poll_s: float) -> int:
