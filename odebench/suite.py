@@ -24,6 +24,9 @@ from odebench.workload import Workload
 
 _INT, _FLOAT, _STR = int, float, str
 ISOLATION = ("process", "group", "inline")
+#: How a case's fresh process begins under process isolation: ``exec`` a new interpreter, or
+#: ``fork`` it from a pre-imported launcher (:mod:`odebench.launcher`; Linux, else exec).
+LAUNCH = ("exec", "fork")
 DTYPES = ("float32", "float64")
 
 #: Sections every suite has, whatever its workload. A workload (see
@@ -32,7 +35,7 @@ COMMON_SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "suite": {"name": (_STR, "name"), "description": (_STR, None), "workload": (_STR, None),
               "reference": (_STR, None), "default_profile": (_STR, None)},
     "measure": {"warmup": (_INT, "nonneg"), "repeats": (_INT, "pos"), "timeout_s": (_FLOAT, "pos"),
-                "isolation": (_STR, ISOLATION), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES),
+                "isolation": (_STR, ISOLATION), "launch": (_STR, LAUNCH), "max_steps": (_INT, "pos"), "dtype": (_STR, DTYPES),
                 "threads": (_INT, "nonneg")},
     "matrix": {"plugin": ([_STR], None), "method": ([_STR], METHODS), "grad_mode": ([_STR], GRAD_MODES),
                "seed": ([_INT], "nonneg"), "device": ([_STR], DEVICES), "tolerances": ([dict], None),
@@ -45,7 +48,7 @@ _TOL_KEYS = ("rtol", "atol")
 COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "suite": {"workload": "train", "description": "", "reference": "", "default_profile": ""},
     # threads = 0 leaves the frameworks' own thread settings alone.
-    "measure": {"warmup": 1, "repeats": 1, "timeout_s": 1800.0, "isolation": "process",
+    "measure": {"warmup": 1, "repeats": 1, "timeout_s": 1800.0, "isolation": "process", "launch": "exec",
                 "max_steps": 100_000, "dtype": "float32", "threads": 0},
     "matrix": {"seed": [0], "device": ["cpu"], "tolerances": [{"rtol": 1e-7, "atol": 1e-9}], "include": []},
     "paper": {"source": "", "rows": []},
@@ -117,8 +120,12 @@ class Suite:
         m = self.config["matrix"]
         names = ["plugin", "method", "grad_mode", "seed", "device", *self.workload.axes]
         base = {k: m[k] for k in names}
-        blocks = [base] + [base | {k: v if isinstance(v, list) else [v] for k, v in inc.items()}
-                           for inc in m["include"]]
+        # An include block may sweep tolerances of its own (a low-order method stopping short of
+        # the tightest, as SciMLBenchmarks give each method its own range).
+        blocks = [base | {"tolerances": m["tolerances"]}] + [
+            base | {"tolerances": m["tolerances"]}
+            | {k: v if isinstance(v, list) or k == "tolerances" else [v] for k, v in inc.items()}
+            for inc in m["include"]]
         chosen = {"plugin": plugins, "method": methods, "grad_mode": grad_modes, "seed": seeds,
                   "device": devices}
         for key, wanted in chosen.items():
@@ -134,7 +141,7 @@ class Suite:
             values = [[v for v in block[k] if not chosen.get(k) or v in chosen[k]] for k in names]
             for plugin, method, grad, seed, device, *extra in itertools.product(*values):
                 tols = [(None, None)] if method in FIXED_METHODS else \
-                    [(t["rtol"], t["atol"]) for t in m["tolerances"]]
+                    [(t["rtol"], t["atol"]) for t in block["tolerances"]]
                 for rtol, atol in tols:
                     case = Case(self.name, plugin, method, grad, rtol, atol, seed, device,
                                 tuple(zip(names[5:], extra)))
@@ -187,19 +194,20 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     matrix_schema = schema_all["matrix"]
     for i, inc in enumerate(config["matrix"]["include"]):
         for key, value in inc.items():
-            if key in ("tolerances", "include") or key not in matrix_schema:
-                axes = [k for k in matrix_schema if k not in ("tolerances", "include")]
+            if key == "tolerances":
+                _check_tolerances(value, f"matrix.include[{i}].tolerances")
+                continue
+            if key == "include" or key not in matrix_schema:
+                axes = [k for k in matrix_schema if k != "include"]
                 raise SuiteError(f"unknown key {key!r} in matrix.include[{i}]; valid: {choices(axes)}")
             check_value(f"matrix.include[{i}].{key}", value if isinstance(value, list) else [value],
                          *matrix_schema[key])
-    for i, tol in enumerate(config["matrix"]["tolerances"]):
-        for key in tol:
-            if key not in _TOL_KEYS:
-                raise SuiteError(f"unknown key {key!r} in matrix.tolerances[{i}]; valid: rtol, atol")
-        for key in _TOL_KEYS:
-            if key not in tol:
-                raise SuiteError(f"matrix.tolerances[{i}] has no {key!r}")
-            check_value(f"matrix.tolerances[{i}].{key}", tol[key], _FLOAT, "pos")
+    _check_tolerances(config["matrix"]["tolerances"], "matrix.tolerances")
+    if config["measure"]["launch"] == "fork" and not config["measure"]["threads"]:
+        # numpy's OpenBLAS starts a thread per core when imported, and a process with threads
+        # cannot be forked safely: only a thread count the environment can pin makes fork work.
+        raise SuiteError(f"{where}: measure.launch = 'fork' needs measure.threads > 0 (a launcher with "
+                         "numpy's thread pool cannot fork safely); valid: set measure.threads, or launch = 'exec'")
     if "name" not in config["suite"]:
         raise SuiteError(f"{where}: [suite] has no 'name'")
     registry.get_workload(workload).validate(config, where)
@@ -207,6 +215,20 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
 
     config["claims"] = claims.validate(raw.get("claims", {}), registry.get_workload(workload), where)
     return config
+
+
+def _check_tolerances(tolerances: Any, where: str) -> None:
+    """A list of ``{rtol, atol}`` tables, each value a positive number."""
+    if not isinstance(tolerances, list) or not all(isinstance(t, dict) for t in tolerances):
+        raise SuiteError(f"{where} must be a list of {{ rtol = ..., atol = ... }} tables, got {tolerances!r}")
+    for i, tol in enumerate(tolerances):
+        for key in tol:
+            if key not in _TOL_KEYS:
+                raise SuiteError(f"unknown key {key!r} in {where}[{i}]; valid: rtol, atol")
+        for key in _TOL_KEYS:
+            if key not in tol:
+                raise SuiteError(f"{where}[{i}] has no {key!r}")
+            check_value(f"{where}[{i}].{key}", tol[key], _FLOAT, "pos")
 
 
 def suite_file(path: str | Path) -> Path:

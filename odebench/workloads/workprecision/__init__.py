@@ -57,7 +57,7 @@ from odebench.workloads.workprecision.schema import (
 def _blocks(matrix: dict[str, Any]) -> list[dict[str, list[Any]]]:
     """The matrix's base block and each ``include`` block over it, every value a list."""
     base = {k: v for k, v in matrix.items() if k not in ("include", "tolerances")}
-    return [base] + [base | {k: v if isinstance(v, list) else [v] for k, v in inc.items()}
+    return [base] + [base | {k: v if isinstance(v, list) else [v] for k, v in inc.items() if k != "tolerances"}
                      for inc in matrix["include"]]
 
 
@@ -93,10 +93,11 @@ class WorkPrecisionWorkload(Workload):
         if any(d != "cpu" for b in _blocks(m) for d in b["device"]):
             raise SuiteError(f"{where}: the workprecision workload measures on the CPU; matrix.device must be "
                              "['cpu']")
-        ratios = {round(t["atol"] / t["rtol"], 12) for t in m["tolerances"]}
+        sweeps = [m["tolerances"]] + [inc["tolerances"] for inc in m["include"] if "tolerances" in inc]
+        ratios = {round(t["atol"] / t["rtol"], 12) for tols in sweeps for t in tols}
         if len(ratios) > 1:
-            raise SuiteError(f"{where}: a curve sweeps one parameter, so matrix.tolerances must keep atol/rtol "
-                             f"constant; got ratios {sorted(ratios)}")
+            raise SuiteError(f"{where}: a curve sweeps one parameter, so matrix.tolerances (and an include's) must "
+                             f"keep atol/rtol constant; got ratios {sorted(ratios)}")
         for i, block in enumerate(_blocks(m)):
             what = "matrix" if i == 0 else f"matrix.include[{i - 1}]"
             self._check_block(block, what, config, where)
