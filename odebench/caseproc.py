@@ -19,10 +19,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from odebench.protocol import Status
-from odebench.worker import PARENT_ENV, STARTED_ENV
+from odebench.worker import PARENT_ENV, STARTED_ENV, thread_env
+
+if TYPE_CHECKING:
+    from odebench.launcher import Launcher
 
 
 class CaseCancelled(Exception):
@@ -35,7 +38,7 @@ def log_name(case_id: str) -> str:
 
 
 def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Callable[[], bool] | None = None,
-                     poll_s: float = 0.5) -> dict[str, Any]:
+                     poll_s: float = 0.5, launcher: Launcher | None = None) -> dict[str, Any]:
     """Run one case in a fresh ``odebench.worker`` process and return its record fields.
 
     The process runs in a session of its own (a terminal's Ctrl-C does not reach it) and is
@@ -50,10 +53,14 @@ def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Ca
         poll: called about every ``poll_s`` seconds while the case runs; when it returns True the
             case is killed and :class:`CaseCancelled` raised. None: wait without waking up.
         poll_s: seconds between calls of ``poll``.
+        launcher: fork the process from this pre-imported launcher (:mod:`odebench.launcher`,
+            ``measure.launch = "fork"``) instead of starting an interpreter; where it refuses, the
+            case starts an interpreter after all. None: start an interpreter.
 
     Returns:
-        The worker's record fields; for a case killed by the timeout, by SIGKILL from elsewhere
-        (the OOM killer) or that exited without a record, a ``status`` and a one-line ``message``.
+        The worker's record fields, with ``launch`` (``fork`` or ``exec``: how its process began);
+        for a case killed by the timeout, by SIGKILL from elsewhere (the OOM killer) or that
+        exited without a record, a ``status`` and a one-line ``message``.
 
     Raises:
         CaseCancelled: when ``poll`` returned True.
@@ -63,30 +70,49 @@ def run_case_process(job: dict[str, Any], log: Path, timeout: float, *, poll: Ca
         job_path.write_text(json.dumps(job))
         with open(log, "w") as fh:
             launched = time.perf_counter()
-            proc = _launch(job_path, out, fh, time.time())
+            proc, how = _start(job_path, out, fh, log, launcher, job["config"])
             try:
                 code = _wait(proc, timeout, poll, poll_s)
                 process_s = time.perf_counter() - launched
             except subprocess.TimeoutExpired:
                 _stop(proc)
-                return _failure(None, log, timeout, timed_out=True)
+                return _failure(None, log, timeout, timed_out=True) | how
             except BaseException:
                 # Ctrl-C or SIGTERM of the runner, or a cancelled task: the case, in its own
                 # session, got neither signal.
                 _stop(proc)
                 raise
         if out.exists():
-            # The whole process, interpreter start to exit: what the case cost in wall time.
-            return json.loads(out.read_text()) | {"process_s": process_s}
-        return _failure(code, log, timeout, timed_out=False)
+            # The whole process, launch to exit (with a launcher's start-up, for the first case it
+            # served): what the case cost in wall time.
+            return json.loads(out.read_text()) | how | {"process_s": process_s}
+        return _failure(code, log, timeout, timed_out=False) | how
 
 
-def _launch(job_path: Path, out: Path, fh: Any, started: float) -> subprocess.Popen:
+def _start(job_path: Path, out: Path, fh: Any, log: Path, launcher: Launcher | None,
+           config: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """The case's process, forked by ``launcher`` where it can, else a fresh interpreter; with
+    the record's ``launch`` field saying which."""
+    if launcher is not None:
+        from odebench.launcher import LauncherRefused
+
+        fh.flush()
+        try:
+            # The time before the launcher's own start, if this case starts it: its startup_s holds it.
+            return launcher.start_case(job_path, out, log, time.time()), {"launch": "fork"}
+        except LauncherRefused:
+            pass  # the runner said why once, when the launcher first refused
+    return _launch(job_path, out, fh, time.time(), config), {"launch": "exec"}
+
+
+def _launch(job_path: Path, out: Path, fh: Any, started: float, config: dict[str, Any]) -> subprocess.Popen:
     """Start ``python -m odebench.worker JOB OUT`` in a session of its own, tied to this process,
-    its output to ``fh``; ``started`` (``time.time()``) is its launch time for ``startup_s``."""
+    its output to ``fh``; ``started`` (``time.time()``) is its launch time for ``startup_s``;
+    ``config`` the suite's settings (its thread count, :func:`odebench.worker.thread_env`)."""
     return subprocess.Popen([sys.executable, "-m", "odebench.worker", str(job_path), str(out)],
                             stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=os.environ | {PARENT_ENV: str(os.getpid()), STARTED_ENV: repr(started)})
+                            env=os.environ | thread_env(config) | {PARENT_ENV: str(os.getpid()),
+                                                                   STARTED_ENV: repr(started)})
 
 
 def _failure(code: int | None, log: Path, timeout: float, *, timed_out: bool) -> dict[str, Any]:
@@ -132,7 +158,7 @@ def run_group_process(cases: list[dict[str, Any]], config: dict[str, Any], log: 
         pending = [c["case_id"] for c in cases]
         with open(log, "a") as fh, open(out) as records:
             mark, written = time.perf_counter(), time.time()
-            proc = _launch(job_path, out, fh, written)
+            proc = _launch(job_path, out, fh, written, config)
             buffer, timed_out = "", False
 
             def drain() -> None:

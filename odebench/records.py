@@ -29,8 +29,10 @@ CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework"
 #: (``$ODEBENCH_JAX_CACHE``; ``off`` without it), see :class:`odebench.backends.jax.CacheWatch`.
 #: ``group_size`` / ``group_index``: under ``measure.isolation = "group"``, how many cases the case's
 #: process ran and which of them it was (its ``process_s`` is then from the previous record to its own).
-OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s", "group_size", "group_index",
-                   "jax_cache", "jax_cache_hits", "jax_cache_misses"]
+#: ``launch``: how a case's fresh process began (``exec``: a new interpreter; ``fork``: forked from
+#: a pre-imported launcher, whose own start-up is in the ``startup_s`` of the first case it served).
+OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s", "launch", "group_size",
+                   "group_index", "jax_cache", "jax_cache_hits", "jax_cache_misses"]
 
 #: Statuses of cases that never ran (they cannot run here; nothing broke): listed under
 #: "Not run" in a report, skipped by regress and asv.

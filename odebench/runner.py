@@ -3,7 +3,9 @@
 The runner owns isolation, timeouts, failure capture and resumption:
 
 * every case runs in a fresh process (``measure.isolation = "process"``) so its peak
-  memory is its own and a timeout or crash is contained; ``"group"`` runs the cases the
+  memory is its own and a timeout or crash is contained (a fresh interpreter, or with
+  ``measure.launch = "fork"`` a child forked from a pre-imported launcher, :mod:`odebench.launcher`);
+  ``"group"`` runs the cases the
   workload groups (:meth:`~odebench.workload.Workload.process_group_key`) one after another
   in one fresh process per group; ``"inline"`` runs in-process;
   with an executor (:mod:`odebench.executors`) the fresh processes run on Dask workers,
@@ -26,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from odebench import registry
 from odebench.caseproc import log_name, run_case_process, run_group_process
+from odebench.launcher import LauncherPool, supported
 from odebench.protocol import Status
 from odebench.records import RECORDS, RUN_INFO, append_record, in_case_order, read_records, repair_records
 from odebench.suite import Case, Suite
+from odebench.worker import thread_env
 
 if TYPE_CHECKING:
     from odebench.executors import DaskExecutor
@@ -111,10 +115,15 @@ def _plugin_meta(name: str) -> dict[str, Any]:
 
 
 def _run_isolated(case: Case, config: dict[str, Any], log_dir: Path, timeout: float,
-                  shared: dict[str, Any] | None = None) -> dict[str, Any]:
+                  shared: dict[str, Any] | None = None, launchers: LauncherPool | None = None) -> dict[str, Any]:
     log_dir.mkdir(exist_ok=True)
-    return run_case_process({"case": case.to_dict() | (shared or {}), "config": config},
-                            log_dir / log_name(case.id), timeout)
+    launcher = None if launchers is None else launchers.for_plugin(case.plugin)
+    try:
+        return run_case_process({"case": case.to_dict() | (shared or {}), "config": config},
+                                log_dir / log_name(case.id), timeout, launcher=launcher)
+    finally:
+        if launchers is not None:
+            launchers.notice()
 
 
 def _shared_work(cases: list[Case], config: dict[str, Any], log_dir: Path, timeout: float) -> dict[str, dict[str, Any]]:
@@ -255,7 +264,8 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
         # The driver's own thread count is not what the cases use: record the setting they run under
         # (each record also carries the torch threads its process really had).
         env["case_threads"] = suite.config["measure"]["threads"] or "framework default"
-        env["executor"] = {"kind": "serial", "case_isolation": suite.config["measure"]["isolation"]}
+        env["executor"] = {"kind": "serial", "case_isolation": suite.config["measure"]["isolation"],
+                           "case_launch": suite.config["measure"]["launch"]}
         (run_dir / "env.json").write_text(json.dumps(env, indent=2))
     if executor is not None:
         executor.record_environment(run_dir / "env.json")
@@ -271,11 +281,16 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
         append_record(rec_path, record)
         bar.finish(case, record)
 
+    launchers = None
     try:
         shared: dict[str, dict[str, Any]] = {}
         if isolation == "process" and executor is None:
-            shared = _shared_work([c for c in todo if _static_outcome(c, suite) is None], suite.config,
-                                  run_dir / "logs", timeout)
+            runnable_here = [c for c in todo if _static_outcome(c, suite) is None]
+            shared = _shared_work(runnable_here, suite.config, run_dir / "logs", timeout)
+            if suite.config["measure"]["launch"] == "fork" and supported() is None:
+                launchers = LauncherPool([c.plugin for c in runnable_here], suite.config["suite"]["workload"],
+                                         run_dir / "logs", env=thread_env(suite.config),
+                                         warn=lambda line: print(line, file=sys.stderr))
         runnable = []
         for case in todo:
             bar.start(case)
@@ -286,7 +301,8 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
                 continue
             if outcome is None:
                 if isolation == "process":
-                    outcome = _run_isolated(case, suite.config, run_dir / "logs", timeout, shared.get(case.id))
+                    outcome = _run_isolated(case, suite.config, run_dir / "logs", timeout, shared.get(case.id),
+                                            launchers)
                 else:
                     outcome = _run_inline(case, suite.config)
             outcome.setdefault("case_wall_s", time.perf_counter() - started)
@@ -298,5 +314,7 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
             _run_grouped(runnable, suite, run_dir / "logs", timeout, lambda case, fields: (
                 bar.start(case), finish(case, fields)))
     finally:
+        if launchers is not None:
+            launchers.close()
         bar.close()
     return in_case_order(read_records(run_dir), [c.id for c in cases])

@@ -32,6 +32,15 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 STARTED_ENV = "ODEBENCH_CASE_STARTED"
 
 
+def thread_env(config: dict[str, Any]) -> dict[str, str]:
+    """Environment variables that hold a case's process to ``measure.threads`` beyond torch's own
+    setting (which :func:`execute` makes): numpy's and scipy's OpenBLAS start a pool of one
+    thread per core when imported, before any case code runs, so only the environment of the
+    process can size it. Empty for ``threads = 0`` (the libraries' defaults)."""
+    threads = config["measure"].get("threads", 0)
+    return {"OPENBLAS_NUM_THREADS": str(threads)} if threads else {}
+
+
 def execute(case: dict[str, Any], config: dict[str, Any], started: float | None = None) -> dict[str, Any]:
     """Measure one case and return its workload's record fields (never raises for a failed case).
 
@@ -91,11 +100,7 @@ def tie_to_parent(parent: int, poll_s: float = 0.5) -> None:
         parent: the pid the worker must keep as its parent.
         poll_s: seconds between the thread's checks.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # no usable libc: the thread alone watches
+    set_parent_death_signal()
     if os.getppid() != parent:
         _die()
 
@@ -105,6 +110,17 @@ def tie_to_parent(parent: int, poll_s: float = 0.5) -> None:
         _die()
 
     threading.Thread(target=watch, name="odebench-parent-watch", daemon=True).start()
+
+
+def set_parent_death_signal() -> bool:
+    """Ask the kernel to SIGKILL this process when the thread that started it ends (Linux's
+    ``PR_SET_PDEATHSIG``); False where that is not available (the caller must watch by other means)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False  # no usable libc
 
 
 def _die() -> None:

@@ -34,6 +34,8 @@ snapshots = [0, {iterations}]
 [measure]
 warmup = 1
 isolation = "{isolation}"
+launch = "{launch}"
+threads = {threads}
 timeout_s = {timeout}
 
 [matrix]
@@ -49,12 +51,13 @@ training = {{ iterations = 2, snapshots = [0, 2] }}
 
 def write_suite(folder: Path, *, iterations: int = 3, isolation: str = "inline", timeout: float = 300,
                 plugins=("torchdiffeq",), methods=("euler", "rk4"), grads=("backprop", "adjoint"),
-                text: str | None = None) -> Path:
+                text: str | None = None, launch: str = "exec", threads: int = 0) -> Path:
     """Write a small spiral-like suite into ``folder`` and return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     if text is None:
         q = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
-        text = MINI_SUITE.format(iterations=iterations, isolation=isolation, timeout=timeout,
+        text = MINI_SUITE.format(iterations=iterations, isolation=isolation, timeout=timeout, launch=launch,
+                                 threads=threads,
                                  plugins=q(plugins), methods=q(methods), grads=q(grads))
     (folder / "suite.toml").write_text(text)
     return folder

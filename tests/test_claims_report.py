@@ -55,7 +55,7 @@ def verdict(section: str, claim: str) -> str:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("claims")
-    text = MINI_SUITE.format(iterations=3, isolation="inline", timeout=300, plugins='["torchdiffeq"]',
+    text = MINI_SUITE.format(iterations=3, isolation="inline", launch="exec", threads=0, timeout=300, plugins='["torchdiffeq"]',
                              methods='["euler", "rk4", "dopri5"]', grads='["backprop", "adjoint"]')
     # No fairness gate: it spawns a process per case and is not what this test is about.
     text = text.replace("[measure]\n", "[measure]\nfairness_steps = 0\n") + CLAIMS

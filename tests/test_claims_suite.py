@@ -11,7 +11,7 @@ from odebench.claims import RULES
 from odebench.schema import SuiteError
 from odebench.suite import load_suite
 
-BASE = MINI_SUITE.format(iterations=3, isolation="inline", timeout=300, plugins='["torchdiffeq"]',
+BASE = MINI_SUITE.format(iterations=3, isolation="inline", launch="exec", threads=0, timeout=300, plugins='["torchdiffeq"]',
                          methods='["rk4", "dopri5"]', grads='["backprop"]')
 GOOD = """
 [claims.capell]

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 
 def train_suite(tmp_path, swap: str, methods: str):
-    text = MINI_SUITE.format(iterations=3, isolation="inline", timeout=300, plugins='["torchdiffeq", "torch_custom"]',
+    text = MINI_SUITE.format(iterations=3, isolation="inline", launch="exec", threads=0, timeout=300, plugins='["torchdiffeq", "torch_custom"]',
                              methods=methods, grads='["backprop"]')
     path = tmp_path / "suite.toml"
     path.write_text(text + swap)

@@ -31,12 +31,9 @@ DETERMINISTIC = ("case_id", "status", "nfe_fwd", "nfe_bwd", "steps", "final_mse"
 def _suite(tmp_path: Path, **kw) -> Path:
     """A spiral-like suite of two cases (two plugins, rk4, adjoint: every deterministic column is non-zero),
     each in a process of its own with one torch thread (the same arithmetic on every executor)."""
-    kw = {"iterations": 2, "isolation": "process", "plugins": ("torchdiffeq", "torch_custom"),
+    kw = {"iterations": 2, "isolation": "process", "threads": 1, "plugins": ("torchdiffeq", "torch_custom"),
           "methods": ("rk4",), "grads": ("adjoint",)} | kw
-    folder = write_suite(tmp_path / "suite", **kw)
-    toml = folder / "suite.toml"
-    toml.write_text(toml.read_text().replace("[measure]\n", "[measure]\nthreads = 1\n"))
-    return folder
+    return write_suite(tmp_path / "suite", **kw)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -15,10 +15,10 @@ from conftest import ROOT, wait_for, write_suite
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="scans /proc for workers")
 
 
-def _long_suite(tmp_path: Path) -> Path:
+def _long_suite(tmp_path: Path, launch: str = "exec") -> Path:
     """One case that trains far longer than any test waits."""
     return write_suite(tmp_path / "suite", iterations=100_000, isolation="process", timeout=600,
-                       methods=("euler",), grads=("backprop",))
+                       methods=("euler",), grads=("backprop",), launch=launch, threads=1)
 
 
 def _odebench(tmp_path: Path, *args: str) -> subprocess.Popen:
@@ -31,19 +31,32 @@ def _odebench(tmp_path: Path, *args: str) -> subprocess.Popen:
 
 
 def _workers(tmp_path: Path) -> list[int]:
-    """Live ``odebench.worker`` processes whose job is under ``tmp_path``."""
-    out = []
+    """Live case processes of runs under ``tmp_path``: ``odebench.worker`` processes, launchers
+    (``measure.launch = "fork"``) and the cases they forked (which keep the launcher's command line)."""
+    return sorted(_processes(tmp_path))
+
+
+def _processes(tmp_path: Path) -> dict[int, int]:
+    """``{pid: parent pid}`` of the live worker and launcher processes whose command line names ``tmp_path``."""
+    out = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            state, ppid = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
         except OSError:
             continue  # exited meanwhile
-        if b"odebench.worker" in cmd and any(str(tmp_path).encode() in a for a in cmd) and state != "Z":
-            out.append(int(proc.name))
+        if ((b"odebench.worker" in cmd or b"odebench.launcher" in cmd)
+                and any(str(tmp_path).encode() in a for a in cmd) and state != "Z"):
+            out[int(proc.name)] = int(ppid)
     return out
+
+
+def _case_process(tmp_path: Path, launch: str) -> list[int]:
+    """The running case's process: the worker, or the child a launcher forked (its parent is a launcher)."""
+    procs = _processes(tmp_path)
+    return [pid for pid, parent in procs.items() if (parent in procs) == (launch == "fork")]
 
 
 @pytest.fixture(autouse=True)
@@ -58,10 +71,11 @@ def _leftovers(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "tmp").glob("odebench-*"))
 
 
+@pytest.mark.parametrize("launch", ["exec", "fork"])
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_run_stops_its_worker_and_says_what_to_resume(tmp_path, sig, code):
-    proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(tmp_path / "results"))
-    (worker,) = wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
+def test_an_interrupted_run_stops_its_worker_and_says_what_to_resume(tmp_path, sig, code, launch):
+    proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path, launch)), "--results", str(tmp_path / "results"))
+    (worker,) = wait_for(lambda: _case_process(tmp_path, launch), 120, "a worker starts")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == code, err
@@ -74,10 +88,11 @@ def test_an_interrupted_run_stops_its_worker_and_says_what_to_resume(tmp_path, s
     assert _leftovers(tmp_path) == []
 
 
-def test_the_worker_of_a_killed_run_stops_within_seconds(tmp_path):
-    proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path)), "--results", str(tmp_path / "results"))
-    wait_for(lambda: _workers(tmp_path), 120, "a worker starts")
-    proc.kill()  # SIGKILL: the runner cannot clean up; the orphaned worker must notice by itself
+@pytest.mark.parametrize("launch", ["exec", "fork"])
+def test_the_worker_of_a_killed_run_stops_within_seconds(tmp_path, launch):
+    proc = _odebench(tmp_path, "run", str(_long_suite(tmp_path, launch)), "--results", str(tmp_path / "results"))
+    wait_for(lambda: _case_process(tmp_path, launch), 120, "a worker starts")
+    proc.kill()  # SIGKILL: the runner cannot clean up; the orphaned worker (and launcher) must notice by itself
     proc.communicate(timeout=20)
     wait_for(lambda: not _workers(tmp_path), 5, "the orphaned worker is gone")
 

@@ -103,3 +103,31 @@ def test_matrix_include_adds_cases_without_widening_the_product(tmp_path):
     toml.write_text(toml.read_text().replace('grad_mode = "adjoint" }', 'grad = "adjoint" }'))
     with pytest.raises(SuiteError, match="unknown key 'grad' in matrix.include\\[0\\]; valid: plugin, method"):
         load_suite(folder)
+
+
+def test_an_include_block_may_sweep_tolerances_of_its_own(tmp_path):
+    folder = write_suite(tmp_path, methods=("euler", "dopri5"), grads=("backprop",))
+    toml = folder / "suite.toml"
+    base = toml.read_text()
+    own = ('include = [{ method = "dopri5", grad_mode = "adjoint", tolerances = [{ rtol = 1e-3, atol = 1e-5 }, '
+           '{ rtol = 1e-4, atol = 1e-6 }] }]\ntolerances = [')
+    toml.write_text(base.replace("tolerances = [", own, 1))
+    ids = [c.id for c in load_suite(folder).cases()]
+    # The base block keeps the matrix's sweep; the include block has its own two points only.
+    assert ids == ["torchdiffeq/euler/backprop/seed=0/cpu", "torchdiffeq/dopri5/backprop/rtol=1e-05,atol=1e-07/seed=0/cpu",
+                   "torchdiffeq/dopri5/adjoint/rtol=0.001,atol=1e-05/seed=0/cpu",
+                   "torchdiffeq/dopri5/adjoint/rtol=0.0001,atol=1e-06/seed=0/cpu"]
+    toml.write_text(base.replace("tolerances = [", own.replace("atol = 1e-6", "tol = 1e-6"), 1))
+    with pytest.raises(SuiteError, match=r"unknown key 'tol' in matrix.include\[0\].tolerances\[1\]; valid: rtol, atol"):
+        load_suite(folder)
+    toml.write_text(base.replace("tolerances = [", own.replace("rtol = 1e-3", "rtol = -1e-3"), 1))
+    with pytest.raises(SuiteError, match=r"matrix.include\[0\].tolerances\[0\].rtol must be positive, got -0.001"):
+        load_suite(folder)
+
+
+def test_fork_launch_needs_a_thread_count(tmp_path):
+    load_suite(write_suite(tmp_path / "ok", isolation="process", launch="fork", threads=1))
+    with pytest.raises(SuiteError, match="measure.launch = 'fork' needs measure.threads > 0"):
+        load_suite(write_suite(tmp_path / "bad", isolation="process", launch="fork", threads=0))
+    with pytest.raises(SuiteError, match="unknown value 'spawn' for measure.launch; valid: exec, fork"):
+        load_suite(write_suite(tmp_path / "worse", isolation="process", launch="spawn", threads=1))

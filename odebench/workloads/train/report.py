@@ -84,7 +84,8 @@ def time_split(records: list[dict[str, Any]]) -> list[str]:
         lines.append(_split_row(plugin, len(mine), sums))
     lines += [_split_row("**all**", len(rows), total), "",
               "Seconds summed over the plugin's cases. wall s is each case's process, launch to exit, plus its "
-              "share of a shared gate process (a JAX plugin's cases are gated together before any is timed); "
+              "share of a shared gate process (a JAX plugin's cases are gated together before any is timed; under "
+              "`launch = \"fork\"` the launcher's own start-up is in the first case it served); "
               "other is what the parts leave of it. The measured work is the timed iterations plus compiling.", ""]
     return lines
 

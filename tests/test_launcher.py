@@ -1,0 +1,146 @@
+"""``measure.launch = "fork"``: each case's fresh process forked from a pre-imported launcher, with
+real processes: the same measurements as a fresh interpreter, each case still contained (its
+timeout, an outside kill), the launcher's start-up counted once, and a launcher that cannot fork
+safely (threads after its imports) refused, its cases exec'd."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_suite
+
+from odebench import runner
+from odebench.caseproc import run_case_process
+from odebench.launcher import Launcher, LauncherRefused, supported
+from odebench.suite import load_suite
+
+pytestmark = pytest.mark.skipif(supported() is not None, reason="forking a launcher is Linux only")
+
+#: What the runner gives a launcher for measure.threads = 1: numpy's OpenBLAS without a thread pool.
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1"}
+
+#: Record fields that a case computes the same way however its process began (counted, not timed).
+SAME = ("status", "iterations_done", "nfe_fwd", "nfe_bwd", "steps", "final_mse", "final_loss", "gate",
+        "gate_max_rel", "saved_bytes", "swap_mse")
+
+
+def _run(folder: Path, tmp_path: Path, name: str):
+    suite = load_suite(folder)
+    run_dir = runner.new_run_dir(tmp_path / name, suite.name)
+    return runner.run(suite, suite.cases(), run_dir, runner.RunSpec(str(folder), suite.profile), progress=False)
+
+
+def _processes_under(tmp_path: Path) -> list[int]:
+    """Live processes whose command line names a path under ``tmp_path`` (launchers and their children)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(tmp_path).encode() in cmd and state != "Z":
+            out.append(int(proc.name))
+    return out
+
+
+def test_forked_cases_measure_what_fresh_interpreters_measure(tmp_path):
+    kw = dict(iterations=3, isolation="process", threads=1, methods=("euler", "rk4"), grads=("backprop", "adjoint"))
+    exec_records = _run(write_suite(tmp_path / "exec", launch="exec", **kw), tmp_path, "r-exec")
+    fork_records = _run(write_suite(tmp_path / "fork", launch="fork", **kw), tmp_path, "r-fork")
+    assert [r["launch"] for r in exec_records] == ["exec"] * 4
+    assert [r["launch"] for r in fork_records] == ["fork"] * 4
+    for e, f in zip(exec_records, fork_records):
+        assert e["case_id"] == f["case_id"]
+        assert e["status"] == "ok", e["message"]
+        for key in SAME:
+            assert f[key] == (pytest.approx(e[key], rel=1e-12) if isinstance(e[key], float) else e[key]), key
+    # The launcher's own start-up (an interpreter, torch's import) is counted once, in the first
+    # case it served; every case's time split still fits in its process time.
+    first, *rest = fork_records
+    assert first["startup_s"] > max(r["startup_s"] for r in rest)
+    for r in fork_records:
+        assert 0 < r["startup_s"] < r["process_s"]
+    (run_dir,) = (tmp_path / "r-fork" / "mini").iterdir()
+    assert (run_dir / "logs" / "launcher-torchdiffeq.log").exists()
+    assert json.loads((run_dir / "env.json").read_text())["executor"]["case_launch"] == "fork"
+    assert _processes_under(tmp_path) == []  # the launcher stopped with the run
+
+
+def test_a_forked_case_that_times_out_is_a_row_and_the_launcher_serves_the_next(tmp_path):
+    folder = write_suite(tmp_path / "s", iterations=100_000, isolation="process", launch="fork", threads=1,
+                         timeout=4, methods=("euler",), grads=("backprop", "adjoint"))
+    records = _run(folder, tmp_path, "results")
+    assert [(r["status"], r["launch"]) for r in records] == [("timeout", "fork")] * 2
+    assert all("killed" in r["message"] for r in records)
+    assert _processes_under(tmp_path) == []
+
+
+def _job(tmp_path: Path, iterations: int) -> Path:
+    """A job file for one mini-suite case, as the runner writes it."""
+    folder = write_suite(tmp_path / f"suite-{iterations}", iterations=iterations, isolation="process", threads=1,
+                         methods=("euler",), grads=("backprop",))
+    suite = load_suite(folder)
+    (case,) = suite.cases()
+    job = tmp_path / f"job-{iterations}.json"
+    job.write_text(json.dumps({"case": case.to_dict(), "config": suite.config}))
+    return job
+
+
+def test_a_forked_case_killed_from_outside_dies_alone(tmp_path):
+    launcher = Launcher("torch", tmp_path / "launcher.log", plugins=("torchdiffeq",), workload="train", env=ONE_THREAD)
+    try:
+        long = launcher.start_case(_job(tmp_path, 100_000), tmp_path / "long.json", tmp_path / "long.log",
+                                   time.time())
+        assert long.pid != os.getpid()
+        time.sleep(1.0)
+        assert os.getpgid(long.pid) == long.pid  # a session and process group of its own
+        os.kill(long.pid, signal.SIGKILL)  # as the OOM killer would
+        assert long.wait(timeout=60) == -signal.SIGKILL
+        assert not (tmp_path / "long.json").exists()
+        # The launcher lives on and forks the next case, which runs to its record.
+        short = launcher.start_case(_job(tmp_path, 2), tmp_path / "short.json", tmp_path / "short.log", time.time())
+        assert short.wait(timeout=300) == 0, (tmp_path / "short.log").read_text()
+        record = json.loads((tmp_path / "short.json").read_text())
+        assert record["status"] == "ok" and record["iterations_done"] == 2
+        assert short.pid != long.pid
+    finally:
+        launcher.close()
+    assert _processes_under(tmp_path) == []
+
+
+def test_a_launcher_leaves_a_library_that_starts_threads_to_its_cases(tmp_path, monkeypatch):
+    (tmp_path / "threaded_at_import.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    launcher = Launcher("torch", tmp_path / "launcher.log", modules=("threaded_at_import",), workload="train",
+                        env=ONE_THREAD)
+    job = json.loads(_job(tmp_path, 2).read_text())
+    record = run_case_process(job, tmp_path / "case.log", 300, launcher=launcher)
+    assert record["launch"] == "fork" and record["status"] == "ok", record
+    assert "importing threaded_at_import started threads (2)" in launcher.skipped
+    assert launcher.modules == () and launcher.refused is None
+    launcher.close()
+
+
+def test_a_launcher_with_threads_after_the_framework_refuses_and_its_cases_start_interpreters(
+        tmp_path, monkeypatch):
+    # Started at interpreter start-up (as a BLAS pool is when numpy loads): nothing can leave it out.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    launcher = Launcher("torch", tmp_path / "launcher.log", plugins=("torchdiffeq",), workload="train",
+                        env=ONE_THREAD)
+    with pytest.raises(LauncherRefused, match="2 threads after its imports: forking it is unsafe"):
+        launcher.start_case(_job(tmp_path, 2), tmp_path / "x.json", tmp_path / "x.log", time.time())
+    job = json.loads(_job(tmp_path, 2).read_text())
+    record = run_case_process(job, tmp_path / "case.log", 300, launcher=launcher)
+    assert record["launch"] == "exec" and record["status"] == "ok", record
+    launcher.close()
