@@ -137,3 +137,20 @@ def test_the_matched_error_table_ranks_cheapest_first_and_says_not_reached():
     assert fast["@1e-03 ms"].endswith("(#2)")
     assert table[table["plugin"] == "broken"].iloc[0]["points"] == "max_steps×1"
     assert float(fast["@1e-06 ms"].split()[0]) == pytest.approx(1e3 * 1e-3 * (1e-6) ** -0.2, rel=5e-3)  # 3 digits
+
+
+@pytest.mark.parametrize("plugins, width", [(2, 1000), (10, 1300)])
+def test_a_gradient_figure_widens_to_keep_every_legend_entry_on_the_canvas(tmp_path, plugins, width):
+    from PIL import Image
+
+    from odebench.workloads.workprecision.report import LEGEND_ROWS, figures, legend_columns
+
+    rows = [_row("neural", f"plugin{i}", "dopri5", r, r * 0.1, (r * 0.1) ** -0.2 * 1e-3, 10, task="gradient",
+                 grad=g)
+            for i in range(plugins) for g in ("backprop", "adjoint", "adjoint-seminorm", "checkpoint")
+            for r in (1e-3, 1e-5, 1e-7)]
+    (path,) = figures(rows, tmp_path)
+    assert path.name == "workprecision_neural_gradient.png"
+    # 8 lines fit one legend column; 40 need two (LEGEND_ROWS each), and the canvas grows by a column's width.
+    assert legend_columns(4 * plugins) == (1 if 4 * plugins <= LEGEND_ROWS else 2)
+    assert Image.open(path).size[0] == width

@@ -269,6 +269,15 @@ def _plottable(c: Curve, max_error: float, x: np.ndarray) -> tuple[np.ndarray, n
     return np.where(np.isfinite(e), x, np.nan), e
 
 
+#: Legend entries (fontsize 7) that fit one column of a 5.5-inch-high figure.
+LEGEND_ROWS = 26
+
+
+def legend_columns(entries: int) -> int:
+    """Columns a figure's legend needs for ``entries`` lines to fit its height (at least 1)."""
+    return max(1, math.ceil(entries / LEGEND_ROWS))
+
+
 def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
     """Per problem: error against time and against NFE (log-log, a line per plugin × method, failed points
     as gaps); per neural problem: the gradient's error against forward+backward time (a marker per grad mode)."""
@@ -297,7 +306,10 @@ def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
                 continue
             floor = floors.get((problem, task), 0.0)
             ncols = 2 if task == "solve" else 1
-            fig, axes = plt.subplots(1, ncols, figsize=(7 * ncols + 3, 5.5), squeeze=False)
+            # A gradient figure has a line per plugin × method × grad mode (40 for the default
+            # profile): the legend takes as many columns as it needs to stay on the canvas.
+            legend_cols = legend_columns(len(keys))
+            fig, axes = plt.subplots(1, ncols, figsize=(7 * ncols + 3 * legend_cols, 5.5), squeeze=False)
             panels = [("time", "median time per solve (ms)"), ("nfe", "NFE (forward)")] if task == "solve" else \
                 [("time", "median forward+backward time (ms)")]
             for ax, (what, xlabel) in zip(axes[0], panels):
@@ -321,7 +333,7 @@ def figures(records: list[dict[str, Any]], out: Path) -> list[Path]:
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel("gradient relative L2 error" if task == "gradient" else f"{params['error']} error")
                 ax.grid(alpha=0.3, which="both")
-            axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=legend_cols)
             title = f"{problem}: {'gradient ' if task == 'gradient' else ''}work-precision"
             fig.suptitle(title + " (dashed: fixed steps; gaps: failed points; nothing below the floor)", fontsize=10)
             fig.tight_layout()
