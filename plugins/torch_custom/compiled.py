@@ -6,6 +6,11 @@ and the field's elementwise work into a few kernels, forward and backward. The a
 of the eager plugin step for step: the same tableau, the same grid (the output times, or
 :func:`.rk.fixed_grid` with ``step_size``), the same evaluations, so the NFE and the states agree
 (to rounding: a fused kernel may associate the sums differently).
+
+The adjoint is the eager plugin's continuous adjoint on fixed grids, compiled in two programs: the
+forward solve without a graph, and the reverse solve of the augmented state ``[z, a, a_θ]``
+(:func:`.unrolled.reverse_solve`), whose vector-Jacobian products are ``torch.func.vjp`` calls that dynamo
+traces into the one graph, unrolled over the reverse grid like the forward loop.
 """
 
 from __future__ import annotations
@@ -17,80 +22,48 @@ from odebench.protocol import FIXED_METHODS, Solution, SolveStats, Status, Unsup
 from .plugin import TorchCustomPlugin
 
 
-def grid_solve(method, func, y0, grid, outputs: tuple[int, ...]):
-    """The fixed-step RK solve over ``grid`` (a 1-d tensor), the states at the grid indices ``outputs``.
-
-    Arguments:
-        method: the prepared tableau (:class:`.rk.Method`, an explicit method without FSAL).
-        func: the vector field ``func(t, y)``, ``t`` a 0-d tensor.
-        y0: the state at ``grid[0]``.
-        grid: the step grid, of ``y0``'s dtype.
-        outputs: the indices of the grid points whose states are returned (0 first).
-
-    Returns:
-        The stacked states, shape ``(len(outputs), *y0.shape)``.
-    """
-    import torch
-
-    ys = [y0]
-    y = y0
-    for i in range(grid.shape[0] - 1):
-        t0, t1 = grid[i], grid[i + 1]
-        h = t1 - t0
-        ks = [func(t0, y)]
-        yi = y
-        for s in range(1, method.s):
-            yi = _comb(y, ks, method.a_nz[s], h)
-            ks.append(func(t1 if method.c_is_one[s] else t0 + method.c[s] * h, yi))
-        y = _comb(y, ks, method.b_nz, h)
-        if i + 1 in outputs:
-            ys.append(y)
-    return torch.stack(ys)
-
-
-def _comb(y, ks, nz, h):
-    """``y + Σ_j (c_j h) k_j`` in the eager core's order (:func:`.rk.comb`), as one traced expression."""
-    out = y
-    for j, x in nz:
-        out = out + (x * h) * ks[j]
-    return out
-
-
 class TorchCustomCompiledPlugin(TorchCustomPlugin):
-    """torch_custom's fixed-step methods with the whole solve compiled (``torch.compile``), backprop only.
+    """torch_custom's fixed-step methods with the whole solve compiled (``torch.compile``): backprop
+    and the continuous adjoint.
 
-    :meth:`prepare` compiles for the shapes, dtype and grid of the timed calls (one solve and its
-    backward pass) and returns the seconds it took: the record's ``compile_s``, never part of a
-    timing. The torch trainer runs timed passes with ``eager_on_recompile`` and its untimed
-    instrumented pass eagerly (``force_eager``: the very code above, run op by op), where the
-    harness counts NFE as for every torch plugin; ``SolveStats.nfe`` is the steps times the stages.
+    :meth:`prepare` compiles for the shapes, dtype, grid and grad mode of the timed calls (one solve
+    and its backward pass) and returns the seconds it took: the record's ``compile_s``, never part of
+    a timing. The torch trainer runs timed passes with ``eager_on_recompile`` and its untimed
+    instrumented pass eagerly (``force_eager``: the very code of :mod:`.unrolled`, run op by op),
+    where the harness counts NFE as for every torch plugin; ``SolveStats.nfe`` is the steps times
+    the stages, and after an adjoint's backward pass ``extra["nfe_bwd"]`` is the reverse solve's.
 
     A ``step_size`` whose grid misses an output time is unsupported (the eager plugin interpolates
-    there; this one returns grid states only). The adjoint modes are the eager plugin's: their
-    reverse solve lives in an ``autograd.Function`` that this variant does not compile.
+    there; this one returns grid states only). ``adjoint`` is the eager plugin's adjoint, step for
+    step: its reverse grid is :func:`.rk.grid_through` of the reversed output times. On a fixed grid
+    the seminorm changes nothing (no step is rejected), so ``adjoint-seminorm`` is not offered apart;
+    neither is ``checkpoint``.
     """
 
     name: ClassVar[str] = "torch_custom_compiled"
     methods: ClassVar[dict[str, str]] = {m: n for m, n in TorchCustomPlugin.methods.items() if m in FIXED_METHODS}
-    grad_modes: ClassVar[tuple[str, ...]] = ("backprop",)
+    grad_modes: ClassVar[tuple[str, ...]] = ("backprop", "adjoint")
     compiled: ClassVar[bool] = True
     nfe_source: ClassVar[str] = "formula"  # stages × steps: the compiled code keeps no tally
 
     def __init__(self):
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[tuple[str, str], Any] = {}
 
-    def _solver(self, method: str):
-        """One compiled solve per method, kept for the plugin's life (dynamo's cache lives on it)."""
-        if method not in self._compiled:
+    def _program(self, kind: str, method: str):
+        """One compiled program per kind (``"forward"``, ``"reverse"``) and method, kept for the
+        plugin's life (dynamo's cache of traced graphs lives on it)."""
+        key = (kind, method)
+        if key not in self._compiled:
             import functools
 
             import torch
 
+            from . import unrolled
             from .api import _method
 
-            self._compiled[method] = torch.compile(functools.partial(grid_solve, _method(self.methods[method])),
-                                                   dynamic=False)
-        return self._compiled[method]
+            fn = unrolled.grid_solve if kind == "forward" else unrolled.reverse_solve
+            self._compiled[key] = torch.compile(functools.partial(fn, _method(self.methods[method])), dynamic=False)
+        return self._compiled[key]
 
     def odeint(self, f: Any, y0: Any, ts: Any, *, method: str, rtol: float = 1e-7, atol: float = 1e-9,
                step_size: float | None = None, grad_mode: str = "backprop", max_steps: int = 100_000) -> Solution:
@@ -112,14 +85,34 @@ class TorchCustomCompiledPlugin(TorchCustomPlugin):
         n = len(grid) - 1
         if n > max_steps:
             return Solution(None, Status.MAX_STEPS, f"max_num_steps exceeded: {n} fixed steps > {max_steps}")
+        stages = _method(self.methods[method]).s
+        stats = SolveStats(n_steps=n, n_accepted=n, n_rejected=0, nfe=n * stages, extra={"nfe_bwd": 0})
         grid_t = torch.tensor(grid, dtype=y0.dtype, device=y0.device)
-        ys = self._solver(method)(f, y0, grid_t, tuple(where[t] for t in times[1:]))
-        stats = SolveStats(n_steps=n, n_accepted=n, n_rejected=0, nfe=n * _method(self.methods[method]).s,
-                           extra={"nfe_bwd": 0})
+        outputs = tuple(where[t] for t in times[1:])
+        if grad_mode == "backprop":
+            ys = self._program("forward", method)(f, y0, grid_t, outputs)
+        else:
+            ys = self._adjoint(f, y0, times, step_size, method, grid_t, outputs, stats, stages, max_steps)
         bad = rk.first_nonfinite(ys)
         if bad is not None:
             return Solution(None, Status.NONFINITE, f"non-finite state at t={times[bad]!r}", stats)
         return Solution(ys, Status.OK, "", stats)
+
+    def _adjoint(self, f, y0, times, step_size, method, grid_t, outputs, stats, stages, max_steps):
+        import torch
+
+        from . import rk, unrolled
+
+        named = list(f.named_parameters()) if isinstance(f, torch.nn.Module) else []
+        named = [(k, p) for k, p in named if p.requires_grad]
+        back = rk.grid_through(times[::-1], step_size)
+        at = {t: i for i, t in enumerate(back)}
+        T = len(times)
+        jumps = tuple((at[times[T - 1 - j]], T - 1 - j) for j in range(1, T))
+        job = unrolled.AdjointJob(
+            self._program("forward", method), self._program("reverse", method), f, tuple(k for k, _ in named),
+            grid_t, outputs, torch.tensor(back, dtype=y0.dtype, device=y0.device), jumps, stats, stages, max_steps)
+        return unrolled.AdjointFunction.apply(job, y0, *(p for _, p in named))
 
     def prepare(self, f: Any, y0: Any, ts: Any, **solve_kw: Any) -> float | None:
         """Compile for these shapes and settings (see :func:`odebench.backends.torch.compile_by_running`)."""

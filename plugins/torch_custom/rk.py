@@ -155,6 +155,18 @@ def fixed_grid(t0: float, t1: float, step_size: float) -> list[float]:
     return grid
 
 
+def grid_through(ts: list[float], step_size: float | None) -> list[float]:
+    """The fixed-step grid of a solve whose steps end on every output time in ``ts``: ``ts`` itself
+    when ``step_size`` is None, else :func:`fixed_grid` over each output interval in turn (the
+    grid of a reverse solve that jumps at the output times)."""
+    if step_size is None:
+        return list(ts)
+    grid = [ts[0]]
+    for a, b in zip(ts, ts[1:]):
+        grid.extend(fixed_grid(a, b, step_size)[1:])
+    return grid
+
+
 @dataclass
 class Config:
     """Everything an integration needs besides the vector field and the data.
@@ -237,10 +249,8 @@ def _integrate_fixed(cfg, func, y0, ts, counters, trace, jump):
         grid = ts
     elif jump is None:
         grid = fixed_grid(ts[0], ts[-1], cfg.step_size)
-    else:  # every output time is a grid point
-        grid = [ts[0]]
-        for a, b in zip(ts, ts[1:]):
-            grid.extend(fixed_grid(a, b, cfg.step_size)[1:])
+    else:
+        grid = grid_through(ts, cfg.step_size)
     n = len(grid) - 1
     if n > cfg.max_steps:
         return Result(None, MAX_STEPS, f"max_num_steps exceeded: {n} fixed steps > {cfg.max_steps}")

@@ -42,10 +42,12 @@ def _cases():
         for method in sorted(cls.methods) if cls is not None else ["-"]:
             # `slow` (run with -m slow): a JAX plugin compiles every method × mode, and the implicit
             # methods build Jacobians (each 5-40 s on 2 cores); a torch.compile'd plugin compiles each
-            # method for a minute or more, so by default it runs the methods the README's ratios use.
-            compiled = cls is not None and cls.compiled and method not in ("rk4", "dopri5")
-            marks = [pytest.mark.slow] if jax or method in STIFF_METHODS or compiled else []
-            out += [pytest.param(name, method, mode, id=f"{name}-{method}-{mode}", marks=marks) for mode in MODES]
+            # method for a minute or more (its adjoint's reverse solve too), so by default it runs the
+            # methods the README's ratios use, forward and backprop.
+            for mode in MODES:
+                compiled = cls is not None and cls.compiled and (method not in ("rk4", "dopri5") or mode == "adjoint")
+                marks = [pytest.mark.slow] if jax or method in STIFF_METHODS or compiled else []
+                out.append(pytest.param(name, method, mode, id=f"{name}-{method}-{mode}", marks=marks))
     return out
 
 

@@ -7,7 +7,9 @@ an iteration is solve + MSE loss + backward. Run::
 
 It also times torch_custom's rk4 against its eager floor (:func:`odebench.backends.torch.floor_replay`:
 the field's evaluations of one iteration and their backward alone), and with ``--compiled``
-torch_custom_compiled against torchdiffeq (compiling first: a minute or two on 2 cores).
+torch_custom_compiled against torchdiffeq, backprop and adjoint (compiling first: a minute or two
+on 2 cores). tests/benchmarks/training_iteration.py times whole training iterations of these and
+jitted diffrax side by side.
 """
 
 from __future__ import annotations
@@ -143,16 +145,16 @@ def _compiled(f, y0, t, run, torchdiffeq, repeats: int, clock) -> None:
 
     plugin = TorchCustomCompiledPlugin()
 
-    def odeint(f, y0, t, method):
-        return plugin.odeint(f, y0, t, method=method).ys
-
     print(f"{'method':8} {'grad':9} {'torchdiffeq':>16} {'compiled':>16} {'speed-up':>16}")
-    for method in ("rk4", "euler"):
-        spent = plugin.prepare(f, y0, t, method=method, grad_mode="backprop")
+    for method, grad in (("rk4", "backprop"), ("euler", "backprop"), ("rk4", "adjoint")):
+        def odeint(f, y0, t, method, grad=grad):
+            return plugin.odeint(f, y0, t, method=method, grad_mode=grad).ys
+
+        spent = plugin.prepare(f, y0, t, method=method, grad_mode=grad)
+        td = torchdiffeq.odeint if grad == "backprop" else torchdiffeq.odeint_adjoint
         with torch.compiler.set_stance("eager_on_recompile"):  # never compile inside the timer
-            a, a_min, b, b_min = _time_pair(run(torchdiffeq.odeint, method=method), run(odeint, method=method),
-                                            repeats, clock=clock)
-        print(f"{method:8} {'backprop':9} {a:8.3f} ({a_min:5.3f}) {b:8.3f} ({b_min:5.3f}) "
+            a, a_min, b, b_min = _time_pair(run(td, method=method), run(odeint, method=method), repeats, clock=clock)
+        print(f"{method:8} {grad:9} {a:8.3f} ({a_min:5.3f}) {b:8.3f} ({b_min:5.3f}) "
               f"{a / b:7.2f}x ({a_min / b_min:4.2f}x)  compile {spent:.1f} s")
 
 
