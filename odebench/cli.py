@@ -243,10 +243,12 @@ def execute_run(args) -> tuple[list[dict], Path]:
                          f"the profile of {', '.join(suite.profiles)} that holds the base settings")
     if not cases:
         raise UsageError("the filters leave no case to run")
-    cache = os.environ.get("ODEBENCH_JAX_CACHE")  # backends.jax.CACHE_ENV, without importing JAX here
-    if cache and Path(cache).exists() and not Path(cache).is_dir():
-        raise UsageError(f"ODEBENCH_JAX_CACHE={cache!r} is not a folder; valid: a folder (made when missing), "
-                         "or unset for no persistent JAX cache")
+    # backends.jax.CACHE_ENV and backends.torch.CACHE_ENV, without importing JAX or torch here
+    for env, what in (("ODEBENCH_JAX_CACHE", "persistent JAX cache"), ("ODEBENCH_TORCH_CACHE", "shared inductor cache")):
+        cache = os.environ.get(env)
+        if cache and Path(cache).exists() and not Path(cache).is_dir():
+            raise UsageError(f"{env}={cache!r} is not a folder; valid: a folder (made when missing), "
+                             f"or unset for no {what}")
     spec = runner.RunSpec(
         suite_path=str(Path(args.suite).resolve()), profile=suite.profile,
         filters={"plugin": args.plugin, "method": args.method, "grad_mode": args.grad,

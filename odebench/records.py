@@ -26,13 +26,16 @@ CASE_COLUMNS = ["suite", "workload", "profile", "case_id", "plugin", "framework"
 #: ``process_s``: the case process's wall time, launch to exit; ``startup_s``: of that, the part before its
 #: workload began (interpreter start, imports of odebench, the plugin and its framework).
 #: ``jax_cache``: for a JAX case, whether its compiles were cold or read from the persistent cache
-#: (``$ODEBENCH_JAX_CACHE``; ``off`` without it), see :class:`odebench.backends.jax.CacheWatch`.
+#: (``$ODEBENCH_JAX_CACHE``; ``off`` without it), see :class:`odebench.backends.jax.CacheWatch`;
+#: ``torch_cache`` the same for a compiling torch plugin's case and inductor's caches
+#: (``$ODEBENCH_TORCH_CACHE``), see :class:`odebench.backends.torch.InductorCache`.
 #: ``group_size`` / ``group_index``: under ``measure.isolation = "group"``, how many cases the case's
 #: process ran and which of them it was (its ``process_s`` is then from the previous record to its own).
 #: ``launch``: how a case's fresh process began (``exec``: a new interpreter; ``fork``: forked from
 #: a pre-imported launcher, whose own start-up is in the ``startup_s`` of the first case it served).
 OUTCOME_COLUMNS = ["status", "message", "case_wall_s", "process_s", "startup_s", "launch", "group_size",
-                   "group_index", "jax_cache", "jax_cache_hits", "jax_cache_misses"]
+                   "group_index", "jax_cache", "jax_cache_hits", "jax_cache_misses", "torch_cache", "torch_cache_hits",
+                   "torch_cache_misses"]
 
 #: Statuses of cases that never ran (they cannot run here; nothing broke): listed under
 #: "Not run" in a report, skipped by regress and asv.

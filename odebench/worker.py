@@ -72,10 +72,18 @@ def execute(case: dict[str, Any], config: dict[str, Any], started: float | None 
             from odebench.backends.jax import CACHE_ENV, persistent_cache
 
             cache = persistent_cache(os.environ.get(CACHE_ENV) or None)
+        elif framework == "torch" and plugin.compiled:
+            from odebench.backends.torch import CACHE_ENV, inductor_cache
+
+            cache = inductor_cache(os.environ.get(CACHE_ENV) or None)
         startup = {} if started is None else {"startup_s": max(time.time() - started, 0.0)}
-        record = startup | registry.get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
-        if cache is not None:
-            record.update(cache.record())
+        try:
+            record = startup | registry.get_workload(config["suite"]["workload"]).run_case(case, config, plugin)
+            if cache is not None:
+                record.update(cache.record())
+        finally:
+            if hasattr(cache, "close"):
+                cache.close()
         if "torch" in sys.modules:  # what the case really ran with, not the driver's setting
             record.setdefault("torch_threads", sys.modules["torch"].get_num_threads())
         return record

@@ -204,8 +204,9 @@ def test_help_says_what_report_and_the_list_flags_take():
         assert f"{flag} {flag[2:].upper()} only these" in run and "comma-separated" in run.split(flag)[2][:80]
 
 
-def test_a_jax_cache_that_is_a_file_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("env", ["ODEBENCH_JAX_CACHE", "ODEBENCH_TORCH_CACHE"])
+def test_a_compile_cache_that_is_a_file_is_refused(tmp_path, monkeypatch, env):
     not_a_folder = tmp_path / "cache.txt"
     not_a_folder.write_text("x")
-    monkeypatch.setenv("ODEBENCH_JAX_CACHE", str(not_a_folder))
-    refused(tmp_path, "run", str(_suite(tmp_path)), needles=("ODEBENCH_JAX_CACHE", "not a folder"))
+    monkeypatch.setenv(env, str(not_a_folder))
+    refused(tmp_path, "run", str(_suite(tmp_path)), needles=(env, "not a folder"))

@@ -4,6 +4,7 @@ process whose verdict is the one a per-case gate gives, and the report shows the
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import write_suite
@@ -58,6 +59,17 @@ def test_an_inline_case_has_no_process_figures_but_the_rest_of_the_split(tmp_pat
     assert rec.get("startup_s") is None and rec.get("process_s") is None
     assert all(k in rec for k in TIME_SPLIT if k != "gate_shared")
     assert sum(rec[k] or 0.0 for k in IN_PROCESS[1:]) + rec["gate_s"] <= rec["case_wall_s"] + 1e-6
+
+
+def test_a_compiled_torch_case_records_its_cold_compile_and_the_cache_state(tmp_path):
+    """torch_custom_compiled's adjoint in its own process: the compile is compile_s, cold (a fresh
+    inductor folder of the case's own), and the record says so."""
+    _, _, (rec,) = _run(tmp_path, iterations=2, plugins=("torch_custom_compiled",), methods=("euler",),
+                        grads=("adjoint",))
+    assert rec["status"] == "ok", rec["message"]
+    assert rec["compile_s"] > 0 and rec["nfe_bwd"] > 0
+    assert rec["torch_cache"] == "off" and rec["torch_cache_misses"] >= 1 and rec["torch_cache_hits"] == 0
+    assert rec.get("jax_cache") is None
 
 
 @pytest.mark.slow
@@ -202,3 +214,33 @@ def test_a_torch_case_process_imports_no_other_framework_nor_the_reporting_stack
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_compiled_torch_case_compiles_cold_in_its_own_folder_unless_a_shared_cache_is_named(tmp_path):
+    """In fresh interpreters (inductor's cache folder is process-wide): with ``$ODEBENCH_TORCH_CACHE``
+    the first process misses the shared cache and a second reads its graph back (warm); without it a
+    process compiles into a fresh folder of its own, removed after, and misses what the shared folder
+    (or inductor's default one) holds."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    script = (
+        "import json, os, sys\n"
+        "import torch\n"
+        "from odebench.backends.torch import inductor_cache\n"
+        "cache = inductor_cache(sys.argv[1] or None)\n"
+        "torch.compile(lambda x: torch.sin(x) * 3 + 1)(torch.ones(4))\n"
+        "print(json.dumps(cache.record() | {'path': cache.path}))\n"
+        "cache.close()\n")
+    shared = str(tmp_path / "shared")
+    states = []
+    for folder in (shared, shared, ""):
+        out = subprocess.run([sys.executable, "-c", script, folder], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        states.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second, own = states
+    assert first["torch_cache"] == "cold" and first["torch_cache_misses"] >= 1 and first["torch_cache_hits"] == 0
+    assert second["torch_cache"] == "warm" and second["torch_cache_misses"] == 0
+    assert own["torch_cache"] == "off" and own["torch_cache_misses"] >= 1 and own["torch_cache_hits"] == 0
+    assert not os.path.exists(own["path"]) and os.path.isdir(shared)

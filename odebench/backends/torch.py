@@ -21,6 +21,74 @@ _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+#: The environment variable naming a folder for inductor's on-disk caches (compiled graphs and kernels)
+#: shared by the cases of compiling torch plugins. Unset: each such case compiles into a fresh, empty
+#: folder of its own, removed when it ends, so every compile is cold.
+CACHE_ENV = "ODEBENCH_TORCH_CACHE"
+
+
+class InductorCache:
+    """Where a compiling torch plugin's case keeps inductor's caches, and what they did for it.
+
+    Made by :func:`inductor_cache`; :meth:`record` counts the graph-cache lookups since then. The
+    case's compiles all happen in the plugin's ``prepare`` (timed passes never compile, untimed ones
+    run eagerly), so the counts are those of the compiles ``compile_s`` timed.
+    """
+
+    def __init__(self, folder: str | None, path: str):
+        self.folder = folder
+        self.path = path
+        self._start = self._counts()
+
+    @staticmethod
+    def _counts() -> tuple[int, int]:
+        from torch._dynamo.utils import counters
+
+        inductor = counters["inductor"]  # looked up each time: dynamo replaces the table when it resets
+        return inductor["fxgraph_cache_hit"], inductor["fxgraph_cache_miss"]
+
+    def record(self) -> dict[str, Any]:
+        """``torch_cache``: ``off`` (a fresh folder of the case's own: every compile cold), ``cold``
+        (every compiled graph missed the shared cache), ``warm`` (every one was read from it:
+        compile_s is not a cold compile), ``mixed``, or ``unused`` (nothing compiled); with the counts
+        of hits and misses."""
+        # a count below its start means dynamo reset the table since: all its counts are then new
+        hits, misses = (now - then if now >= then else now for now, then in zip(self._counts(), self._start))
+        if self.folder is None:
+            state = "off"
+        elif hits and misses:
+            state = "mixed"
+        else:
+            state = "warm" if hits else "cold" if misses else "unused"
+        return {"torch_cache": state, "torch_cache_hits": hits, "torch_cache_misses": misses}
+
+    def close(self) -> None:
+        """Remove the case's own folder (a shared one stays)."""
+        if self.folder is None:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def inductor_cache(folder: str | None) -> InductorCache:
+    """Point inductor's on-disk caches at ``folder`` (None: a fresh, empty one of this process's own)
+    and forget what this process cached in memory, before anything compiles.
+
+    Inductor caches compiled graphs, and the C++ kernels built for them, on disk by default and
+    reads them back in any later process: without this, a case's ``compile_s`` would be warm
+    whenever an earlier run compiled the same programs.
+    """
+    import os
+    import tempfile
+
+    from torch._inductor.utils import clear_caches
+
+    path = folder or tempfile.mkdtemp(prefix="odebench-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(path)
+    clear_caches()
+    return InductorCache(folder, path)
+
+
 class MLPField(nn.Module):
     """``f(t, y) = MLP(y)``: an autonomous vector field built from numpy weights.
 

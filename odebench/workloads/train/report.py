@@ -13,6 +13,12 @@ from odebench.workloads.train import SUMMARY_NOTE  # noqa: F401 - the note besid
 from odebench.workloads.train.case import make_problem
 
 
+def _warm(ok: pd.DataFrame) -> bool:
+    """Whether any of these records' compiles was read back from a compilation cache (JAX's or inductor's)."""
+    return bool(len(ok)) and any(ok.get(col, pd.Series(dtype=object)).isin(["warm", "mixed"]).any()
+                                 for col in ("jax_cache", "torch_cache"))
+
+
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per plugin × method × grad mode × tolerance × device: medians over seeds, as display strings."""
     rows = []
@@ -34,10 +40,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "floor ms": fmt(med.get("floor_s", np.nan) * 1e3, ".2f"),
             "× floor": fmt(med.get("floor_ratio"), ".2f"),
             "loop µs/step": fmt(med.get("loop_s_per_step", np.nan) * 1e6, ".1f"),
-            # A compile read back from JAX's persistent cache is not a cold compile: said so in the cell.
-            "compile s": fmt(med.get("compile_s"), ".2f") + (
-                " (cache)" if len(ok) and ok.get("jax_cache", pd.Series(dtype=object)).isin(["warm", "mixed"]).any()
-                else ""),
+            # A compile read back from JAX's or inductor's cache is not a cold compile: said so in the cell.
+            "compile s": fmt(med.get("compile_s"), ".2f") + (" (cache)" if _warm(ok) else ""),
             "end-to-end s": fmt(med.get("end_to_end_s"), ".2f"),
             "final MSE": fmt(med.get("final_mse"), ".4g"),
             # The solver-swap check (odebench.swap): final MSE with the reference solver minus with the trained one.
