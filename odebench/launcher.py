@@ -275,7 +275,8 @@ def _preload_framework(framework: str, workload: str) -> None:
         registry.get_workload(workload)
     if framework in BACKENDS:
         importlib.import_module(framework)
-        get_backend(framework)
+        for name in getattr(get_backend(framework), "LAZY_IMPORTS", ()):
+            importlib.import_module(name)
 
 
 def _preload_libraries(modules: list[str], plugins: list[str]) -> None:

@@ -144,3 +144,25 @@ def test_a_launcher_with_threads_after_the_framework_refuses_and_its_cases_start
     record = run_case_process(job, tmp_path / "case.log", 300, launcher=launcher)
     assert record["launch"] == "exec" and record["status"] == "ok", record
     launcher.close()
+
+
+def test_a_torch_launcher_imports_what_torch_imports_on_first_use_and_stays_one_thread():
+    """The backend's LAZY_IMPORTS (dynamo, which the first optimiser imports: seconds of every case's
+    set-up) come with the launcher's imports, which still leave it forkable: one thread."""
+    import subprocess
+    import sys
+
+    from odebench.backends import get_backend
+
+    pytest.importorskip("torch")
+    lazy = get_backend("torch").LAZY_IMPORTS
+    assert "torch._dynamo" in lazy
+    script = ("import json, os, sys\n"
+              "from odebench.launcher import _preload_framework\n"
+              "_preload_framework('torch', 'train')\n"
+              f"print(json.dumps([[m in sys.modules for m in {list(lazy)!r}], len(os.listdir('/proc/self/task'))]))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **ONE_THREAD})
+    assert out.returncode == 0, out.stderr
+    loaded, threads = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(loaded) and threads == 1

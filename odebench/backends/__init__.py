@@ -7,6 +7,8 @@ import importlib
 from odebench.backends.base import Batch, InstrumentedPass, Trainer
 
 #: framework → module implementing ``make_trainer`` (imported lazily: torch and jax are optional).
+#: A backend module may also declare ``LAZY_IMPORTS``: modules its framework imports on first use
+#: (inside a case's set-up), which a launcher (:mod:`odebench.launcher`) imports ahead instead.
 BACKENDS = {"torch": "odebench.backends.torch", "jax": "odebench.backends.jax"}
 
 

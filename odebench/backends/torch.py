@@ -17,6 +17,11 @@ from odebench.measure import NFECounter, saved_tensor_bytes
 from odebench.models import MLPSpec
 from odebench.protocol import SolveFailed, SolverPlugin, SolveStats
 
+#: Imported by torch on first use, not with ``import torch``: the first optimiser built imports dynamo
+#: (``torch.optim`` wraps its methods to keep dynamo out), 1-2 s of a case's set-up; a launcher that
+#: imports it ahead saves that in every case it forks (see :mod:`odebench.backends`).
+LAZY_IMPORTS = ("torch._dynamo",)
+
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
