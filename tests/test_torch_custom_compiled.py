@@ -57,10 +57,12 @@ def _adjoint_pair(method, step_size, ts, weights_seed=1):
     ("midpoint", 0.3, [1.0, 0.7, 0.1]),  # backwards in time, several steps between outputs
     ("euler", 0.1, [0.0, 0.5]),
     ("rk4-classic", None, [0.0, 0.2, 0.3, 0.7]),
-], ids=["rk4-grid", "heun-steps", "midpoint-reversed", "euler-one-interval", "rk4-classic-uneven"])
+    ("euler", 0.05, [0.0, 0.5, 1.0]),  # 20 steps back: more than unroll_steps, one compiled step in a loop
+], ids=["rk4-grid", "heun-steps", "midpoint-reversed", "euler-one-interval", "rk4-classic-uneven", "euler-stepwise"])
 def test_its_adjoint_is_the_eager_adjoint_step_for_step(method, step_size, ts):
     """The reverse solve's grid, jumps, cotangents and parameter quadrature against the eager adjoint's,
     run uncompiled: gradients to rounding, the same stats and the same counted evaluations and VJPs."""
+    assert _plugins()[1].unroll_steps == 16  # the last case's 20 steps take the stepwise path
     (a, ga, ca), (b, gb, cb) = _adjoint_pair(method, step_size, torch.tensor(ts, dtype=torch.float64))
     torch.testing.assert_close(b.ys, a.ys, rtol=1e-13, atol=1e-15)
     for x, y in zip(gb, ga):
@@ -118,7 +120,7 @@ def test_a_step_grid_that_misses_an_output_time_is_unsupported_not_interpolated(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,step_size,grad_mode", [("rk4", None, "backprop"), ("heun", 0.125, "backprop"),
-                                                        ("rk4", None, "adjoint")])
+                                                        ("rk4", None, "adjoint"), ("heun", 0.05, "adjoint")])
 def test_compiled_states_gradients_and_nfe_equal_the_eager_plugins(method, step_size, grad_mode):
     """One compile per case: about a minute on 2 CPU cores."""
     from torch._dynamo.utils import counters

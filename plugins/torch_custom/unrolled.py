@@ -49,8 +49,37 @@ def grid_solve(method, func, y0, grid, outputs: tuple[int, ...]):
     return torch.stack(ys)
 
 
+def reverse_step(method, func, names: tuple[str, ...], params, z, a, g_params, t0, t1):
+    """One step of the adjoint's reverse solve (see :func:`reverse_solve`) from ``t0`` to ``t1``.
+
+    Returns:
+        ``(z, a, g_params)`` at ``t1``.
+    """
+    def field(t, z, a):
+        def call(zz, *pp):
+            return torch.func.functional_call(func, dict(zip(names, pp)), (t, zz)) if names else func(t, zz)
+
+        fz, vjp = torch.func.vjp(call, z, *params)
+        g = vjp(-a)
+        return fz, g[0], g[1:]
+
+    h = t1 - t0
+    kz, ka, kp = [], [], []
+    zi, ai = z, a
+    for s in range(method.s):
+        if s:
+            zi, ai = comb(z, kz, method.a_nz[s], h), comb(a, ka, method.a_nz[s], h)
+        ts = t0 if s == 0 else t1 if method.c_is_one[s] else t0 + method.c[s] * h
+        fz, ga, gp = field(ts, zi, ai)
+        kz.append(fz)
+        ka.append(ga)
+        kp.append(gp)
+    z, a = comb(z, kz, method.b_nz, h), comb(a, ka, method.b_nz, h)
+    return z, a, [comb(g, [k[q] for k in kp], method.b_nz, h) for q, g in enumerate(g_params)]
+
+
 def reverse_solve(method, func, names: tuple[str, ...], params, out, grad_out, grid,
-                  jumps: tuple[tuple[int, int], ...]):
+                  jumps: tuple[tuple[int, int], ...], step=None):
     """The adjoint's reverse solve on a fixed grid: ``∂L/∂y0`` and ``∂L/∂θ`` from the forward states.
 
     It integrates ``dz/dt = f(t, z)``, ``da/dt = -aᵀ ∂f/∂z``, ``da_θ/dt = -aᵀ ∂f/∂θ`` from
@@ -69,36 +98,22 @@ def reverse_solve(method, func, names: tuple[str, ...], params, out, grad_out, g
         grad_out: ``∂L/∂out``, the same shape.
         grid: the reverse grid, from ``t_N`` to ``t_0``, of ``out``'s dtype.
         jumps: ``(grid index, output index)`` of every output time but ``t_N``.
+        step: what takes one step, called as :func:`reverse_step` without its ``method`` (default:
+            :func:`reverse_step` itself, traced with the loop when the loop is compiled; a
+            compiled step when the loop runs in Python).
 
     Returns:
         ``(∂L/∂y0, [∂L/∂θ for θ in params])``.
     """
-    def field(t, z, a):
-        def call(zz, *pp):
-            return torch.func.functional_call(func, dict(zip(names, pp)), (t, zz)) if names else func(t, zz)
-
-        fz, vjp = torch.func.vjp(call, z, *params)
-        g = vjp(-a)
-        return fz, g[0], g[1:]
+    if step is None:
+        def step(*args):
+            return reverse_step(method, *args)
 
     at = dict(jumps)
     z, a = out[-1], grad_out[-1]
     g_params = [torch.zeros_like(p) for p in params]
     for i in range(grid.shape[0] - 1):
-        t0, t1 = grid[i], grid[i + 1]
-        h = t1 - t0
-        kz, ka, kp = [], [], []
-        zi, ai = z, a
-        for s in range(method.s):
-            if s:
-                zi, ai = comb(z, kz, method.a_nz[s], h), comb(a, ka, method.a_nz[s], h)
-            ts = t0 if s == 0 else t1 if method.c_is_one[s] else t0 + method.c[s] * h
-            fz, ga, gp = field(ts, zi, ai)
-            kz.append(fz)
-            ka.append(ga)
-            kp.append(gp)
-        z, a = comb(z, kz, method.b_nz, h), comb(a, ka, method.b_nz, h)
-        g_params = [comb(g, [k[q] for k in kp], method.b_nz, h) for q, g in enumerate(g_params)]
+        z, a, g_params = step(func, names, params, z, a, g_params, grid[i], grid[i + 1])
         if i + 1 in at:
             z, a = out[at[i + 1]], a + grad_out[at[i + 1]]
     return a, g_params
