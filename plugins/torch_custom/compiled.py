@@ -56,8 +56,10 @@ class TorchCustomCompiledPlugin(TorchCustomPlugin):
         self._compiled: dict[tuple[str, str], Any] = {}
 
     def _program(self, kind: str, method: str):
-        """One compiled program per kind (``"forward"``, ``"reverse"``) and method, kept for the
-        plugin's life (dynamo's cache of traced graphs lives on it)."""
+        """One compiled program per kind and method, kept for the plugin's life (dynamo's cache of
+        traced graphs lives on it): ``"forward"`` (:func:`.unrolled.grid_solve`), ``"reverse"``
+        (:func:`.unrolled.reverse_solve`, the loop unrolled) or ``"reverse_step"``
+        (:func:`.unrolled.reverse_step`, for a loop in Python)."""
         key = (kind, method)
         if key not in self._compiled:
             import functools
@@ -106,6 +108,9 @@ class TorchCustomCompiledPlugin(TorchCustomPlugin):
         return Solution(ys, Status.OK, "", stats)
 
     def _adjoint(self, f, y0, times, step_size, method, grid_t, outputs, stats, stages, max_steps):
+        """The adjoint's differentiable solve: the reverse grid and its jumps, the reverse program
+        (whole or stepwise, see :attr:`unroll_steps`), and :class:`.unrolled.AdjointFunction` over
+        ``f``'s parameters that require grad."""
         import functools
 
         import torch
