@@ -80,6 +80,15 @@ def cli():
     return odebench_cli
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that a test interrupts with SIGINT: a test run started in the
+    background by a shell without job control (``cmd &``) ignores SIGINT, every child inherits
+    that, and Python then never raises KeyboardInterrupt; the child gets the default back."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(predicate, timeout: float, what: str):
     """Poll ``predicate`` until it returns something truthy (returned), or fail naming ``what``."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_for, write_suite
+from conftest import ROOT, default_sigint, wait_for, write_suite
 
 from odebench import report, runner
 from odebench.caseproc import log_name
@@ -46,7 +46,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def _odebench(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "odebench.cli", *args, "--no-progress"], cwd=ROOT,
                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
 
 
 def _cases_running(tmp_path: Path) -> dict[int, tuple[int, str]]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_for, write_suite
+from conftest import ROOT, default_sigint, wait_for, write_suite
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="scans /proc for workers")
 
@@ -27,7 +27,8 @@ def _odebench(tmp_path: Path, *args: str) -> subprocess.Popen:
     (tmp_path / "tmp").mkdir(exist_ok=True)
     env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PYTHONWARNINGS="ignore")
     return subprocess.Popen([sys.executable, "-m", "odebench.cli", *args, "--no-progress"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
 
 
 def _workers(tmp_path: Path) -> list[int]:
