@@ -139,6 +139,59 @@ def test_the_eager_floor_replays_exactly_the_iterations_evaluations_and_its_back
     assert all(p.grad is None for p in trainer.field.parameters())  # the floor updates nothing
 
 
+@pytest.mark.parametrize("grad_mode", ["backprop", "adjoint"])
+def test_the_eager_floor_differentiates_through_the_same_states_as_the_iteration(grad_mode):
+    """A solve's backward carries the gradient back through each evaluation's input (but the first,
+    whose state is the data): the floor's backward must too, or it leaves out a matrix product per
+    evaluation that no solver can avoid. The evaluations whose input receives a gradient are the
+    same, in order, in a real training iteration and in the floor's replay."""
+    pytest.importorskip("torch")
+    import contextlib
+
+    import numpy as np
+
+    from odebench.backends.base import Batch
+    from odebench.backends.torch import make_trainer
+    from odebench.models import MLPSpec, mlp_weights
+    from odebench.problems import PROBLEMS
+
+    spec = MLPSpec((2, 8, 2), "tanh", 0.1, 0.0)
+    problem = PROBLEMS["linear_spiral"](n_points=60, t1=3.0)
+    truth = problem.reference(problem.ts)
+    starts = np.arange(0, 40, 10)
+    batch = Batch(truth[starts], problem.ts[:5], np.stack([truth[starts + i] for i in range(5)]))
+    trainer = make_trainer(registry.get_plugin("torch_custom"), spec, mlp_weights(spec, 0), method="rk4",
+                           rtol=1e-7, atol=1e-9, grad_mode=grad_mode, max_steps=1000, lr=1e-3)
+    tb = trainer.to_batch(batch)
+    replay, _ = trainer.floor(tb)
+
+    @contextlib.contextmanager
+    def inputs_reached(module):
+        """Indices of the module's calls whose input ``y`` received a gradient."""
+        calls, reached = [0], set()
+
+        def hook(_module, inputs, _out):
+            i, y = calls[0], inputs[1]
+            calls[0] += 1
+            if y.requires_grad:
+                y.register_hook(lambda g, i=i: reached.add(i))
+
+        handle = module.register_forward_hook(hook)
+        try:
+            yield reached
+        finally:
+            handle.remove()
+
+    with inputs_reached(trainer.field) as in_iteration:
+        handle = trainer.forward(tb)
+        trainer.backward(handle)
+    with inputs_reached(trainer.field) as in_floor:
+        replay()
+    expected = set(range(1, 16)) if grad_mode == "backprop" else set(range(16, 32))
+    assert in_iteration == expected
+    assert in_floor == in_iteration
+
+
 def test_a_field_evaluated_inside_a_vmap_has_no_floor_and_its_case_still_ends_ok(tmp_path):
     """torchode's adjoint vmaps the field's VJP over the samples: the floor cannot record those
     states (wrapped tensors must not leave the transform), so its columns are empty, and the

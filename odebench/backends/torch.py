@@ -183,6 +183,10 @@ def _transformed(x: Any) -> bool:
 def recording(module: nn.Module) -> Iterator[list[tuple[Any, torch.Tensor] | None]]:
     """Record the inputs ``(t, y)`` of ``module``'s calls (detached copies), in call order.
 
+    A copy of a ``y`` that was part of a graph (``requires_grad``) requires grad itself, as a leaf:
+    the backward of that call had to differentiate through its input too (the chain back to the
+    parameters), and the floor replays that.
+
     A call made inside a ``torch.func`` transform (torchode's per-sample adjoint vmaps the field's
     VJP) is recorded as None: its inputs are wrapped tensors that must not leave the transform, and
     no plain tensor stands for them.
@@ -194,7 +198,8 @@ def recording(module: nn.Module) -> Iterator[list[tuple[Any, torch.Tensor] | Non
         if _transformed(y) or _transformed(t):
             states.append(None)
             return
-        states.append((t.detach().clone() if isinstance(t, torch.Tensor) else t, y.detach().clone()))
+        states.append((t.detach().clone() if isinstance(t, torch.Tensor) else t,
+                       y.detach().clone().requires_grad_(y.requires_grad)))
 
     handle = module.register_forward_hook(hook)
     try:
@@ -217,12 +222,16 @@ def floor_replay(field: nn.Module, fwd: list[tuple[Any, torch.Tensor]], bwd: lis
         bwd: the states of the backward pass's evaluations (an adjoint's reverse solve, a
             checkpoint's recomputation): each evaluated and differentiated on its own (a VJP).
         graph: differentiate the forward evaluations (backprop stores them): one backward pass
-            through all of them, with unit cotangents. False: they run without a graph.
+            through all of them, with unit cotangents, with respect to the parameters and to each
+            state that required grad when it was recorded (:func:`recording`): a solve's backward
+            carries the gradient back through every evaluation's input but the first. False: they
+            run without a graph.
     """
     params = [p for p in field.parameters() if p.requires_grad]
     # Cotangents made once, outside the replay: making them is no part of the field's cost.
     fwd_cot = [torch.ones_like(y) for _, y in fwd] if graph else []
     bwd_cot = [torch.ones_like(y) for _, y in bwd]
+    chained = [y for _, y in fwd if y.requires_grad] if graph else []
     for _, y in bwd:
         y.requires_grad_(True)
 
@@ -230,7 +239,7 @@ def floor_replay(field: nn.Module, fwd: list[tuple[Any, torch.Tensor]], bwd: lis
         with torch.set_grad_enabled(graph):
             outs = [field(t, y) for t, y in fwd]
         if graph and outs:
-            torch.autograd.grad(outs, params, fwd_cot, allow_unused=True)
+            torch.autograd.grad(outs, [*params, *chained], fwd_cot, allow_unused=True)
         for (t, y), cot in zip(bwd, bwd_cot):
             torch.autograd.grad(field(t, y), [y, *params], cot, allow_unused=True)
 

@@ -49,8 +49,8 @@ SUMMARY_NOTE = (
     "what a user waits for the whole run; \"(cache)\" marks compiles read back from a cache: JAX's persistent "
     "cache ($ODEBENCH_JAX_CACHE) or inductor's ($ODEBENCH_TORCH_CACHE), both off by default (each case compiles cold; "
     "jax_cache and torch_cache in the CSV say off, cold, warm or mixed). floor ms is the eager floor, timed beside the solver: the vector field's "
-    "evaluations of one iteration (recorded in an untimed pass) and their backward alone, no solver, loss or "
-    "optimiser (torch plugins; a fused JAX step cannot be taken apart, nor torchode's adjoint, which evaluates the field inside a vmap); × floor is s/iter over it, loop µs/step "
+    "evaluations of one iteration (recorded in an untimed pass) and their backward alone (through the parameters and, "
+    "as in the solve, each evaluation's input state), no solver, loss or optimiser (torch plugins; a fused JAX step cannot be taken apart, nor torchode's adjoint, which evaluates the field inside a vmap); × floor is s/iter over it, loop µs/step "
     "the iteration's time beyond it per forward step (the torchode paper's loop time). swap ΔMSE is the solver-swap check (Ott et al. 2021): the trained "
     "model's final MSE solved with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64) "
     "minus its final MSE with the solver it was trained with, untimed after training (0 when they are the same).")
