@@ -106,16 +106,13 @@ def test_phases_accumulate_and_the_loop_time_is_clipped_and_none_without_figures
     assert loop_s_per_step(float("nan"), 0.5, 3) is None
 
 
-@pytest.mark.parametrize("grad_mode", ["backprop", "adjoint"])
-def test_the_eager_floor_replays_exactly_the_iterations_evaluations_and_its_backward(grad_mode):
-    """The floor evaluates the field as often as the harness counted in the iteration, forward and
-    backward, and differentiates backprop's forward evaluations in one backward pass."""
+def _small_spiral_trainer(grad_mode: str):
+    """A torch_custom rk4 trainer of a 2-8-2 MLP on the spiral, and one batch of 4 windows of 5 points."""
     pytest.importorskip("torch")
     import numpy as np
 
     from odebench.backends.base import Batch
-    from odebench.backends.torch import counting, make_trainer
-    from odebench.measure import NFECounter
+    from odebench.backends.torch import make_trainer
     from odebench.models import MLPSpec, mlp_weights
     from odebench.problems import PROBLEMS
 
@@ -126,7 +123,17 @@ def test_the_eager_floor_replays_exactly_the_iterations_evaluations_and_its_back
     batch = Batch(truth[starts], problem.ts[:5], np.stack([truth[starts + i] for i in range(5)]))
     trainer = make_trainer(registry.get_plugin("torch_custom"), spec, mlp_weights(spec, 0), method="rk4",
                            rtol=1e-7, atol=1e-9, grad_mode=grad_mode, max_steps=1000, lr=1e-3)
-    tb = trainer.to_batch(batch)
+    return trainer, trainer.to_batch(batch)
+
+
+@pytest.mark.parametrize("grad_mode", ["backprop", "adjoint"])
+def test_the_eager_floor_replays_exactly_the_iterations_evaluations_and_its_backward(grad_mode):
+    """The floor evaluates the field as often as the harness counted in the iteration, forward and
+    backward, and differentiates backprop's forward evaluations in one backward pass."""
+    from odebench.backends.torch import counting
+    from odebench.measure import NFECounter
+
+    trainer, tb = _small_spiral_trainer(grad_mode)
     counted = trainer.instrumented(tb)
     replay, steps = trainer.floor(tb)
     assert steps == 4
@@ -145,24 +152,9 @@ def test_the_eager_floor_differentiates_through_the_same_states_as_the_iteration
     whose state is the data): the floor's backward must too, or it leaves out a matrix product per
     evaluation that no solver can avoid. The evaluations whose input receives a gradient are the
     same, in order, in a real training iteration and in the floor's replay."""
-    pytest.importorskip("torch")
     import contextlib
 
-    import numpy as np
-
-    from odebench.backends.base import Batch
-    from odebench.backends.torch import make_trainer
-    from odebench.models import MLPSpec, mlp_weights
-    from odebench.problems import PROBLEMS
-
-    spec = MLPSpec((2, 8, 2), "tanh", 0.1, 0.0)
-    problem = PROBLEMS["linear_spiral"](n_points=60, t1=3.0)
-    truth = problem.reference(problem.ts)
-    starts = np.arange(0, 40, 10)
-    batch = Batch(truth[starts], problem.ts[:5], np.stack([truth[starts + i] for i in range(5)]))
-    trainer = make_trainer(registry.get_plugin("torch_custom"), spec, mlp_weights(spec, 0), method="rk4",
-                           rtol=1e-7, atol=1e-9, grad_mode=grad_mode, max_steps=1000, lr=1e-3)
-    tb = trainer.to_batch(batch)
+    trainer, tb = _small_spiral_trainer(grad_mode)
     replay, _ = trainer.floor(tb)
 
     @contextlib.contextmanager
