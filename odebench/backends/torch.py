@@ -109,9 +109,10 @@ class MLPField(nn.Module):
         for i, (w, b) in enumerate(weights):
             # Built in the target dtype: a float32 layer would round float64 weights before the cast.
             lin = nn.Linear(w.shape[1], w.shape[0], dtype=dtype)
+            # np.array copies: a JAX model's arrays come as read-only numpy views, which torch warns about.
             with torch.no_grad():
-                lin.weight.copy_(torch.as_tensor(w))
-                lin.bias.copy_(torch.as_tensor(b))
+                lin.weight.copy_(torch.from_numpy(np.array(w)))
+                lin.bias.copy_(torch.from_numpy(np.array(b)))
             layers.append(lin)
             if i < len(weights) - 1:
                 layers.append(_ACTIVATIONS[spec.activation]())
