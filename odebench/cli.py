@@ -172,8 +172,8 @@ def _check_plugins(names: list[str]) -> None:
 
 
 def _check_suite_plugins(suite) -> None:
-    """Every plugin a suite's matrix names must be registered (a suite file is read without the
-    registry; a run needs it).
+    """Every plugin a suite's matrix names, and its ``swap.plugin`` (unless ``own``), must be registered
+    (a suite file is read without the registry; a run needs it).
 
     Raises:
         UsageError: naming the plugin, where the suite names it, and the registered plugins.
@@ -190,6 +190,12 @@ def _check_suite_plugins(suite) -> None:
         if name not in known:
             raise UsageError(f"unknown plugin {name!r} in {where} of suite {suite.name!r}; "
                              f"registered: {', '.join(known) or 'none'}")
+    from odebench.swap import OWN
+
+    swap_plugin = suite.config.get("swap", {}).get("plugin", OWN)
+    if swap_plugin != OWN and swap_plugin not in known:
+        raise UsageError(f"unknown plugin {swap_plugin!r} in swap.plugin of suite {suite.name!r}; "
+                         f"valid: {OWN} (the case's own), {', '.join(known)}")
 
 
 def cmd_run(args) -> int:

@@ -225,10 +225,12 @@ class LauncherPool:
         log_dir: the run's log folder (``launcher-<plugin>.log`` for each launcher's output).
         env: environment variables for the launchers (and so their cases) beyond this process's.
         warn: called once with a one-line notice for each launcher that refuses to fork.
+        modules: further modules every launcher imports (what every case needs beyond its own
+            plugin: the solver-swap check's reference, :func:`odebench.swap.reference_modules`).
     """
 
     def __init__(self, plugins: list[str], workload: str, log_dir: Path, *, env: dict[str, str] | None = None,
-                 warn: Any = None):
+                 warn: Any = None, modules: tuple[str, ...] = ()):
         from odebench import registry
 
         self._framework: dict[str, str] = {}
@@ -238,6 +240,7 @@ class LauncherPool:
             except Exception:  # noqa: BLE001 - a plugin that does not load is exec'd, and fails there
                 continue
         self.workload, self.log_dir, self.env, self.warn = workload, Path(log_dir), dict(env or {}), warn
+        self.modules = tuple(modules)
         self._launchers: dict[str, Launcher] = {}
         self._warned: set[str] = set()
 
@@ -248,7 +251,8 @@ class LauncherPool:
         if plugin not in self._launchers:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self._launchers[plugin] = Launcher(self._framework[plugin], self.log_dir / f"launcher-{plugin}.log",
-                                               plugins=(plugin,), workload=self.workload, env=self.env)
+                                               modules=self.modules, plugins=(plugin,), workload=self.workload,
+                                               env=self.env)
         return self._launchers[plugin]
 
     def notice(self) -> None:

@@ -32,6 +32,7 @@ from odebench.launcher import LauncherPool, supported
 from odebench.protocol import Status
 from odebench.records import RECORDS, RUN_INFO, append_record, in_case_order, read_records, repair_records
 from odebench.suite import Case, Suite
+from odebench.swap import reference_modules
 from odebench.worker import thread_env
 
 if TYPE_CHECKING:
@@ -290,7 +291,8 @@ def _run(suite: Suite, cases: list[Case], run_dir: Path, spec: RunSpec, *, resum
             if suite.config["measure"]["launch"] == "fork" and supported() is None:
                 launchers = LauncherPool([c.plugin for c in runnable_here], suite.config["suite"]["workload"],
                                          run_dir / "logs", env=thread_env(suite.config),
-                                         warn=lambda line: print(line, file=sys.stderr))
+                                         warn=lambda line: print(line, file=sys.stderr),
+                                         modules=reference_modules(suite.config.get("swap")))
         runnable = []
         for case in todo:
             bar.start(case)

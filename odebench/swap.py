@@ -9,9 +9,15 @@ trained with and once with the reference solver of the suite's ``[swap]`` sectio
 record the difference (``swap_mse_delta``, ``swap_acc_delta``). Both evaluations go through
 the same code, so a model evaluated with the solver it was trained with gives exactly 0.
 
-The reference is the case's own plugin when it declares ``swap.method`` (its solvers, its
-framework), else the first available of :data:`FALLBACK_PLUGINS`; it runs in ``swap.dtype``
-(float64 by default, so that the reference's tolerance is not below the arithmetic's).
+The reference is one solver for every case: the plugin ``swap.plugin`` names (default
+``torch_custom``, odebench's own dopri5) whatever plugin or framework trained the model, so that
+every model of a run is judged against the same yardstick (a JAX model's parameters are evaluated
+as a torch field of the same spec; the fairness gate has checked that the two frameworks' fields
+agree). ``swap.plugin = "own"`` asks for the case's own plugin instead (its solvers, its framework).
+When the named plugin is not installed here, or lacks ``swap.method`` or the device, the case's own
+plugin stands in, then the first available of :data:`FALLBACK_PLUGINS`; the record's
+``swap_solver`` says which solved. The reference runs in ``swap.dtype`` (float64 by default, so
+that its tolerance is not below the arithmetic's).
 """
 
 from __future__ import annotations
@@ -25,19 +31,29 @@ import numpy as np
 
 from odebench.protocol import ADAPTIVE_METHODS, FIXED_METHODS, SolveFailed, SolverPlugin, UnsupportedError
 
-#: Torch plugins that evaluate a model when its own plugin lacks the reference method.
+#: Torch plugins that evaluate a model when neither ``swap.plugin`` nor its own plugin can.
 FALLBACK_PLUGINS = ("torchdiffeq", "torch_custom")
 
-#: The ``[swap]`` section a workload adds to its suites (see :mod:`odebench.schema` for the specs).
+#: ``swap.plugin``'s default: odebench's own solver, the fastest of the reference candidates
+#: (its eager dopri5 costs a third of torchdiffeq's on the spiral's float64 reference solve).
+DEFAULT_PLUGIN = "torch_custom"
+
+#: ``swap.plugin``'s value for "the case's own plugin".
+OWN = "own"
+
+#: The ``[swap]`` section a workload adds to its suites (see :mod:`odebench.schema` for the specs;
+#: ``plugin`` is checked against the registry when a run starts).
 SECTION: dict[str, dict[str, Any]] = {
     "swap": {"enabled": (bool, None), "method": (str, ADAPTIVE_METHODS), "rtol": (float, "pos"),
-             "atol": (float, "pos"), "dtype": (str, ("float32", "float64"))},
+             "atol": (float, "pos"), "dtype": (str, ("float32", "float64")), "plugin": (str, None)},
 }
 
 
 def defaults(rtol: float, atol: float) -> dict[str, dict[str, Any]]:
-    """The ``[swap]`` defaults with a workload's reference tolerances: dopri5 in float64, on."""
-    return {"swap": {"enabled": True, "method": "dopri5", "rtol": rtol, "atol": atol, "dtype": "float64"}}
+    """The ``[swap]`` defaults with a workload's reference tolerances: dopri5 in float64 through
+    :data:`DEFAULT_PLUGIN`, on."""
+    return {"swap": {"enabled": True, "method": "dopri5", "rtol": rtol, "atol": atol, "dtype": "float64",
+                     "plugin": DEFAULT_PLUGIN}}
 
 
 @dataclass(frozen=True)
@@ -63,19 +79,24 @@ def reference_solver(plugin: SolverPlugin, settings: dict[str, Any], device: str
 
     Arguments:
         plugin: the case's plugin.
-        settings: the suite's ``[swap]`` section.
+        settings: the suite's ``[swap]`` section (``plugin`` absent: :data:`DEFAULT_PLUGIN`).
         device: where the model lives (the reference plugin must run there).
 
     Raises:
-        UnsupportedError: when neither the plugin nor a fallback declares ``settings["method"]``.
+        UnsupportedError: when neither the named plugin, the case's own nor a fallback declares
+            ``settings["method"]`` on ``device``.
     """
     from odebench import registry
 
     method = settings["method"]
-    candidates: list[Any] = [plugin]
+    named = settings.get("plugin", DEFAULT_PLUGIN)
+    candidates: list[Any] = [] if named in (OWN, plugin.name) else [named]
+    candidates.append(plugin)
     for name in FALLBACK_PLUGINS:
-        if name != plugin.name and name in registry.plugin_names():
+        if name not in (plugin.name, named):
             candidates.append(name)
+    known = registry.plugin_names()
+    candidates = [c for c in candidates if not isinstance(c, str) or c in known]
     for cand in candidates:
         if isinstance(cand, str):
             try:
@@ -85,7 +106,29 @@ def reference_solver(plugin: SolverPlugin, settings: dict[str, Any], device: str
         if method in cand.methods and device in cand.devices:
             return Solver(cand, method, settings["rtol"], settings["atol"], None, settings["dtype"])
     raise UnsupportedError(f"no plugin for the swap's reference {method!r} on {device}: {plugin.name} lacks it "
-                           f"and none of {', '.join(FALLBACK_PLUGINS)} is available")
+                           f"and none of {', '.join(n for n in dict.fromkeys([named, *FALLBACK_PLUGINS]) if n != OWN)} "
+                           "is available")
+
+
+def reference_modules(settings: dict[str, Any] | None) -> tuple[str, ...]:
+    """Modules the named reference plugin needs (its backend, its class's module, its libraries), for a
+    launcher to import ahead: a JAX case swapped to a torch reference would otherwise import torch
+    in every case's process. Empty when the check is off, names ``own``, or the plugin is not installed.
+
+    Arguments:
+        settings: the suite's ``[swap]`` section (None: the workload has none).
+    """
+    from odebench import registry
+    from odebench.backends import BACKENDS
+
+    if not settings or not settings.get("enabled") or settings.get("plugin", DEFAULT_PLUGIN) == OWN:
+        return ()
+    name = settings.get("plugin", DEFAULT_PLUGIN)
+    if name not in registry.plugin_names() or registry.entry(name).available() is not None:
+        return ()
+    cls = registry.entry(name).load()
+    backend = BACKENDS.get(cls.backend_framework())
+    return tuple(dict.fromkeys([m for m in (backend, cls.__module__) if m] + list(cls.requires)))
 
 
 def _eval_grad_mode(plugin: SolverPlugin, preferred: str) -> str:
@@ -205,5 +248,6 @@ def trained_solver(plugin: SolverPlugin, case: dict[str, Any], dtype: str, *, st
                   case["atol"] if case.get("atol") is not None else atol, step_size, dtype)
 
 
-__all__ = ["FALLBACK_PLUGINS", "SECTION", "Solver", "defaults", "mlp_trajectory", "reference_solver",
+__all__ = ["DEFAULT_PLUGIN", "FALLBACK_PLUGINS", "OWN", "SECTION", "Solver", "defaults", "mlp_trajectory",
+           "reference_modules", "reference_solver",
            "swapped_model", "trained_solver"]

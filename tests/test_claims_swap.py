@@ -26,8 +26,8 @@ def train_suite(tmp_path, swap: str, methods: str):
 def test_a_spiral_model_evaluated_with_the_solver_it_was_trained_with_changes_by_exactly_zero(tmp_path, plugin):
     from odebench.workloads.train.case import run_case
 
-    # The reference is the training solver itself: dopri5 at the case's tolerances, in float32.
-    suite = train_suite(tmp_path, '\n[swap]\nrtol = 1e-5\natol = 1e-7\ndtype = "float32"\n', '["dopri5"]')
+    # The reference is the training solver itself: its own plugin's dopri5 at the case's tolerances, in float32.
+    suite = train_suite(tmp_path, '\n[swap]\nrtol = 1e-5\natol = 1e-7\ndtype = "float32"\nplugin = "own"\n', '["dopri5"]')
     [case] = suite.cases(plugins=[plugin])
     rec = run_case(case.to_dict(), suite.config, registry.get_plugin(plugin))
     assert rec["status"] == "ok", rec["message"]
@@ -44,9 +44,30 @@ def test_an_euler_trained_spiral_model_is_evaluated_with_a_tight_float64_dopri5(
     [case] = suite.cases(plugins=["torchdiffeq"])
     rec = run_case(case.to_dict(), suite.config, registry.get_plugin("torchdiffeq"))
     assert rec["status"] == "ok", rec["message"]
-    assert rec["swap_solver"] == "torchdiffeq dopri5 rtol=1e-09 atol=1e-11 float64"
+    # One reference for every case by default: odebench's own dopri5, whichever plugin trained.
+    assert rec["swap_solver"] == "torch_custom dopri5 rtol=1e-09 atol=1e-11 float64"
     assert math.isfinite(rec["swap_mse_delta"]) and rec["swap_mse_delta"] != 0.0
     assert rec["swap_mse"] - rec["swap_mse_delta"] == pytest.approx(rec["final_mse"], rel=1e-5)
+
+
+def test_the_default_reference_and_the_cases_own_agree_on_a_trained_model(tmp_path):
+    """torch_custom's and torchdiffeq's float64 dopri5 at rtol 1e-9 give one swapped MSE: the choice of
+    reference plugin does not move the figure (and "own" does pick the case's plugin)."""
+    from odebench.swap import reference_solver
+    from odebench.workloads.train.case import run_case
+
+    suite = train_suite(tmp_path, "", '["euler"]')
+    [case] = suite.cases(plugins=["torchdiffeq"])
+    plugin = registry.get_plugin("torchdiffeq")
+    rec = run_case(case.to_dict(), suite.config, plugin)
+    assert rec["status"] == "ok", rec["message"]
+    own = load_suite(tmp_path / "suite.toml", overrides={"measure.fairness_steps": 0, "swap.plugin": "own"})
+    ref = reference_solver(plugin, own.config["swap"])
+    assert ref.label() == "torchdiffeq dopri5 rtol=1e-09 atol=1e-11 float64"
+    again = run_case(case.to_dict(), own.config, plugin)
+    assert again["swap_solver"] == ref.label()
+    assert again["final_mse"] == rec["final_mse"]  # the same training, bit for bit
+    assert again["swap_mse"] == pytest.approx(rec["swap_mse"], rel=1e-7)
 
 
 def test_swap_can_be_turned_off(tmp_path):
@@ -64,8 +85,16 @@ def test_the_reference_falls_back_to_a_torch_plugin_that_has_the_method():
     class NoDopri5:
         name, methods, devices = "fixedonly", {"euler": "euler"}, ("cpu",)
 
-    ref = reference_solver(NoDopri5(), {"method": "dopri5", "rtol": 1e-6, "atol": 1e-6, "dtype": "float64"})
+    settings = {"method": "dopri5", "rtol": 1e-6, "atol": 1e-6, "dtype": "float64"}
+    ref = reference_solver(NoDopri5(), dict(settings, plugin="own"))
     assert ref.plugin.name == "torchdiffeq" and ref.label() == "torchdiffeq dopri5 rtol=1e-06 atol=1e-06 float64"
+    assert reference_solver(NoDopri5(), settings).plugin.name == "torch_custom"  # the default names it
+    # A named plugin that lacks the method (the compiled plugin is fixed-step only) gives way to the
+    # case's own, then to the fallbacks.
+    ref = reference_solver(NoDopri5(), dict(settings, plugin="torch_custom_compiled"))
+    assert ref.plugin.name == "torchdiffeq"
+    ref = reference_solver(registry.get_plugin("torchdiffeq"), dict(settings, plugin="torch_custom_compiled"))
+    assert ref.plugin.name == "torchdiffeq"
 
 
 # --------------------------------------------------------------------------- mnist
@@ -102,7 +131,7 @@ def test_an_rknet_is_swapped_to_the_reference_without_touching_the_trained_model
     model, data, case, config = mnist_setup("rknet")
     before = [p.clone() for p in model.parameters()]
     out = solver_swap(model, data, case, config)
-    assert out["swap_solver"] == "torchdiffeq dopri5 rtol=1e-06 atol=1e-06 float64"
+    assert out["swap_solver"] == "torch_custom dopri5 rtol=1e-06 atol=1e-06 float64"
     assert math.isfinite(out["swap_acc_delta"]), out
     b = model.ode_block
     assert (b.method, b.step_size, next(model.parameters()).dtype) == ("rk4", 0.1, torch.float32)

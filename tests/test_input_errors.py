@@ -71,6 +71,8 @@ SPAN = "params = { n_points = 60, t1 = 3.0 }"
      ["unknown plugin 'nosuch' in matrix.plugin", "registered:", "torchdiffeq"]),
     ("tolerances = [", 'include = [{ plugin = "nosuch", method = "rk4", grad_mode = "backprop" }]\ntolerances = [',
      ["unknown plugin 'nosuch' in matrix.include[0].plugin", "registered:", "torchdiffeq"]),
+    ("[matrix]", '[swap]\nplugin = "nosuch"\n\n[matrix]',
+     ["unknown plugin 'nosuch' in swap.plugin", "valid: own (the case's own)", "torch_custom"]),
 ])
 def test_a_bad_suite_is_refused_before_the_run(tmp_path, old, new, needles):
     refused(tmp_path, "run", str(_suite(tmp_path, old, new)), needles=needles)

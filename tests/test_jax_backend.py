@@ -216,6 +216,28 @@ def test_predictions_and_swap_share_one_trajectory_program(setup):
     assert ref_program.n_traces == ref_before + 1
 
 
+def test_a_jax_model_is_swapped_to_the_torch_reference_and_agrees_with_its_own_dopri5(setup):
+    """The swap's default reference is odebench's own dopri5 for every case, a JAX-trained model too (its
+    parameters become a torch field of the same spec): its trajectory agrees with diffrax's own float64
+    dopri5 at the same tolerances, so the choice of reference does not move the swapped MSE."""
+    pytest.importorskip("torch")
+    from odebench.swap import mlp_trajectory, reference_solver
+
+    trainer = setup["trainer"]
+    problem = LinearSpiral(n_points=40, t1=4.0)
+    y0 = np.asarray(problem.y0)
+    settings = {"method": "dopri5", "rtol": 1e-9, "atol": 1e-11, "dtype": "float64"}
+    common = reference_solver(trainer.plugin, settings)
+    own = reference_solver(trainer.plugin, dict(settings, plugin="own"))
+    assert common.plugin.name == "torch_custom" and own.plugin is trainer.plugin
+    kw = dict(max_steps=10_000, grad_mode="backprop")
+    params = trainer.parameters_numpy()
+    torch_ys = mlp_trajectory(SPEC, params, problem.ts, y0, common, **kw)
+    jax_ys = mlp_trajectory(SPEC, params, problem.ts, y0, own, **kw)
+    np.testing.assert_allclose(torch_ys, jax_ys, rtol=1e-7, atol=1e-10)
+    assert np.abs(torch_ys - y0).max() > 0.1  # the model moved the state: the comparison is not of constants
+
+
 def test_errors_list_choices():
     from odebench.backends.jax import make_trainer
     from odebench_plugins.diffrax_solvers import DiffraxPlugin

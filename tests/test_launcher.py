@@ -166,3 +166,33 @@ def test_a_torch_launcher_imports_what_torch_imports_on_first_use_and_stays_one_
     assert out.returncode == 0, out.stderr
     loaded, threads = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(loaded) and threads == 1
+
+
+def test_a_jax_launcher_imports_the_swap_references_torch_and_stays_one_thread(tmp_path):
+    """The swap check evaluates every model with odebench's own (torch) dopri5: a JAX plugin's launcher
+    imports torch and torch_custom ahead (else each case's process imports torch itself), and stays
+    forkable."""
+    import subprocess
+    import sys
+
+    from odebench import registry
+    from odebench.launcher import LauncherPool
+    from odebench.swap import defaults, reference_modules
+
+    if registry.entry("diffrax").available() is not None or registry.entry("torch_custom").available() is not None:
+        pytest.skip("needs diffrax and torch")
+    modules = reference_modules(defaults(1e-9, 1e-11)["swap"])
+    assert modules[0] == "odebench.backends.torch" and "torch" in modules
+    assert reference_modules(dict(defaults(1e-9, 1e-11)["swap"], plugin="own")) == ()
+    assert reference_modules(dict(defaults(1e-9, 1e-11)["swap"], enabled=False)) == ()
+    pool = LauncherPool(["diffrax"], "train", tmp_path, env=ONE_THREAD, modules=modules)
+    assert pool.for_plugin("diffrax").modules == modules
+    script = ("import json, os, sys\n"
+              "from odebench.launcher import _preload_framework, _preload_libraries\n"
+              "_preload_framework('jax', 'train')\n"
+              f"_preload_libraries({list(modules)!r}, ['diffrax'])\n"
+              "print(json.dumps(['torch' in sys.modules, 'jax' in sys.modules, len(os.listdir('/proc/self/task'))]))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **ONE_THREAD})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, True, 1]

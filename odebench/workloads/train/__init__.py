@@ -52,7 +52,8 @@ SUMMARY_NOTE = (
     "evaluations of one iteration (recorded in an untimed pass) and their backward alone (through the parameters and, "
     "as in the solve, each evaluation's input state), no solver, loss or optimiser (torch plugins; a fused JAX step cannot be taken apart, nor torchode's adjoint, which evaluates the field inside a vmap); × floor is s/iter over it, loop µs/step "
     "the iteration's time beyond it per forward step (the torchode paper's loop time). swap ΔMSE is the solver-swap check (Ott et al. 2021): the trained "
-    "model's final MSE solved with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64) "
+    "model's final MSE solved with the suite's reference solver ([swap], dopri5 at a tight tolerance in float64, "
+    "odebench's own for every plugin unless swap.plugin says otherwise; swap_solver in the CSV names it) "
     "minus its final MSE with the solver it was trained with, untimed after training (0 when they are the same).")
 #: The parts of a case's wall time, in the order they happen: each apart from the others, so that with
 #: ``startup_s`` they add up to no more than ``process_s`` (plus ``gate_s`` when ``gate_shared``: a JAX
