@@ -82,7 +82,7 @@ def execute(case: dict[str, Any], config: dict[str, Any], started: float | None 
             if cache is not None:
                 record.update(cache.record())
         finally:
-            if hasattr(cache, "close"):
+            if cache is not None:
                 cache.close()
         if "torch" in sys.modules:  # what the case really ran with, not the driver's setting
             record.setdefault("torch_threads", sys.modules["torch"].get_num_threads())

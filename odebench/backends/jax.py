@@ -71,6 +71,10 @@ class CacheWatch:
             state = "warm" if self.hits else "cold" if self.misses else "unused"
         return {"jax_cache": state, "jax_cache_hits": self.hits, "jax_cache_misses": self.misses}
 
+    def close(self) -> None:
+        """Nothing to remove: JAX's cache folder is the user's (``ODEBENCH_JAX_CACHE``) or none. The
+        worker closes every case's cache watch alike (the torch one removes its case folder)."""
+
 
 _WATCH: CacheWatch | None = None
 _LISTENING = False
