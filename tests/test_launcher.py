@@ -51,10 +51,24 @@ def _processes_under(tmp_path: Path) -> list[int]:
     return out
 
 
-def test_forked_cases_measure_what_fresh_interpreters_measure(tmp_path):
+def test_forked_cases_measure_what_fresh_interpreters_measure(tmp_path, monkeypatch):
+    from odebench.launcher import LauncherPool
+    from odebench.swap import reference_modules
+
+    pools = []
+
+    class WatchedPool(LauncherPool):  # the real pool, its arguments noted
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            pools.append(self)
+
+    monkeypatch.setattr(runner, "LauncherPool", WatchedPool)
     kw = dict(iterations=3, isolation="process", threads=1, methods=("euler", "rk4"), grads=("backprop", "adjoint"))
     exec_records = _run(write_suite(tmp_path / "exec", launch="exec", **kw), tmp_path, "r-exec")
     fork_records = _run(write_suite(tmp_path / "fork", launch="fork", **kw), tmp_path, "r-fork")
+    # The runner gives its launchers what the swap check's reference needs (torch_custom by default).
+    (pool,) = pools
+    assert pool.modules == reference_modules(load_suite(tmp_path / "fork").config["swap"]) != ()
     assert [r["launch"] for r in exec_records] == ["exec"] * 4
     assert [r["launch"] for r in fork_records] == ["fork"] * 4
     for e, f in zip(exec_records, fork_records):
