@@ -117,11 +117,14 @@ class DaskExecutor:
         cluster = None
         try:
             # The scheduler runs in this process and reads its settings when it starts. The workers'
-            # warnings (a cancelled case, a restart) would interleave with odebench's lines: errors only.
+            # console lines (a cancelled case, a restart, and on Ctrl-C the traceback of a heartbeat to
+            # the scheduler that closed first) would interleave with odebench's: only CRITICAL reaches
+            # the console. Nothing is lost: a case's failure comes back through its future as a row,
+            # and this process's Dask lines go to logs/dask.log (silence_logs sets console handlers only).
             with dask.config.set(SCHEDULER_CONFIG):
                 cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                                                    host="127.0.0.1", dashboard_address=None,
-                                                   silence_logs=logging.ERROR)
+                                                   silence_logs=logging.CRITICAL)
             client = distributed.Client(cluster)
         except Exception as exc:  # noqa: BLE001 - any failure to start is one line for the user
             if cluster is not None:
